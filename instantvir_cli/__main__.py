@@ -1,0 +1,3 @@
+from instantvir_cli.cli import app
+
+app(prog_name="vir")

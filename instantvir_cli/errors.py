@@ -1,0 +1,60 @@
+"""Domain errors and their exit codes.
+
+The core raises these; the CLI turns each into one line on stderr and its exit code.
+Codes (documented in README and man/vir.1):
+
+    0  success
+    1  unexpected internal failure (a bug: please report)
+    2  usage error (unknown option or task, bad value)            -- Click's convention
+    3  input not found or not a regular file
+    4  input unreadable: empty, not a media file, no video stream, no frames
+    5  input corrupt or truncated part-way through
+    6  output refused: same as input, or exists without --overwrite, or not writable
+    7  mask invalid: wrong size, unreadable
+    8  checkpoint not found or invalid
+    9  configuration invalid (distill config, sidecar)
+  130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+
+class VirError(Exception):
+    """Base of all user-facing errors; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(VirError):
+    exit_code = 2
+
+
+class InputNotFound(VirError):
+    exit_code = 3
+
+
+class InputUnreadable(VirError):
+    exit_code = 4
+
+
+class InputCorrupt(VirError):
+    exit_code = 5
+
+
+class OutputRefused(VirError):
+    exit_code = 6
+
+
+class MaskInvalid(VirError):
+    exit_code = 7
+
+
+class CheckpointError(VirError):
+    exit_code = 8
+
+
+class ConfigError(VirError):
+    exit_code = 9
+
+
+EXIT_INTERRUPTED = 130
