@@ -1,0 +1,126 @@
+"""What every command shares: the stderr console, error mapping and the progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from instantvir_cli.errors import EXIT_INTERRUPTED, VirError
+
+# Messages and progress go to stderr; results (tables, JSON) to stdout.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+out_console = Console(highlight=False, soft_wrap=True)
+
+
+@dataclass
+class GlobalOptions:
+    """Options of the root command, shared by every subcommand."""
+
+    device: str = "auto"
+    quiet: bool = False
+    verbose: bool = False
+
+
+STATE = GlobalOptions()
+
+
+def resolve_device(name: str) -> str:
+    """`auto` -> cuda when available, else cpu; anything else is passed through checked."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise typer.BadParameter(f"device {name!r} requested but CUDA is not available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise typer.BadParameter(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return name
+
+
+def info(message: str) -> None:
+    """A progress message on stderr, silenced by --quiet."""
+    if not STATE.quiet:
+        err_console.print(message)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (shown even with --quiet)."""
+    err_console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def debug(message: str) -> None:
+    if STATE.verbose and not STATE.quiet:
+        err_console.print(f"[dim]{message}[/dim]")
+
+
+@contextlib.contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn domain errors into one red line on stderr and their exit code; Ctrl-C into 130."""
+    try:
+        yield
+    except VirError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/red]: nothing was written to the output path")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+class FpsColumn(ProgressColumn):
+    """Frames per second from Rich's speed estimate."""
+
+    def render(self, task) -> Text:  # noqa: ANN001 - rich's Task
+        speed = task.finished_speed or task.speed
+        return Text("-- fps" if speed is None else f"{speed:5.1f} fps", style="cyan")
+
+
+class FrameProgress:
+    """A Rich progress bar over frames on stderr; total may be unknown (None)."""
+
+    def __init__(self, description: str, total: int | None, enabled: bool = True):
+        self.enabled = enabled and not STATE.quiet and (sys.stderr.isatty() or os.environ.get("VIR_PROGRESS") == "1")
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            FpsColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not self.enabled,
+            refresh_per_second=4,
+            transient=False,
+        )
+        self._task = self._progress.add_task(description, total=total)
+
+    def __enter__(self) -> "FrameProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Progress callback for the core: `done` frames so far out of `total` (None: unknown)."""
+        self._progress.update(self._task, completed=done, total=total)

@@ -1,0 +1,35 @@
+"""Encoder options shared by `restore`, `degrade` and `bench` (one definition, one help panel)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from instantvir_cli.errors import UsageError
+
+PANEL = "Encoding"
+
+Codec = Annotated[str, typer.Option("--codec", help="Video encoder (any FFmpeg encoder PyAV has).", rich_help_panel=PANEL)]
+Crf = Annotated[int, typer.Option("--crf", min=0, max=63, help="Constant rate factor (lower = better).", rich_help_panel=PANEL)]
+Preset = Annotated[str, typer.Option("--preset", help="Encoder speed preset (ultrafast .. veryslow).", rich_help_panel=PANEL)]
+PixFmt = Annotated[str, typer.Option("--pix-fmt", help="Output pixel format.", rich_help_panel=PANEL)]
+CopyStreams = Annotated[
+    bool,
+    typer.Option("--copy-streams/--no-copy-streams", help="Copy audio and subtitle streams.", rich_help_panel=PANEL),
+]
+Extra = Annotated[
+    Optional[list[str]],
+    typer.Option("--encoder-opt", "-e", help="Extra encoder option KEY=VALUE (repeatable).", rich_help_panel=PANEL),
+]
+
+
+def parse_extra(pairs: list[str] | None) -> dict[str, str]:
+    """['tune=film', 'g=48'] -> {'tune': 'film', 'g': '48'}."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"encoder option must be KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out

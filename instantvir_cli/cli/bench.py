@@ -1,0 +1,89 @@
+"""`vir bench`: time the restore path at a given size, or measure a restored video's quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from instantvir_cli.cli import _encode as enc
+from instantvir_cli.cli import app
+from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, info, out_console
+
+EPILOG = """Examples:
+
+  vir bench --resolution 832x480 --task all
+
+  vir bench --resolution 1280x720 --frames 48 --task deblur --json
+
+  vir bench --quality clean.mp4 restored.mp4 --json
+"""
+
+
+@app.command(epilog=EPILOG)
+def bench(
+    resolution: Annotated[str, typer.Option("--resolution", "-r", help="Output frame size WxH to time.")] = "832x480",
+    frames: Annotated[int, typer.Option("--frames", "-n", min=1, max=10000, help="Frames in the generated clip.")] = 48,
+    task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x | all.")] = "sr4x",
+    model: Annotated[str, typer.Option("--model", "-m", help="Restorer: classical | instantvir.")] = "classical",
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
+    ] = None,
+    block_frames: Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")] = 12,
+    quality: Annotated[
+        Optional[tuple[Path, Path]],
+        typer.Option("--quality", help="Measure PSNR/SSIM/flicker of TEST against REF instead of timing.",
+                     metavar="REF TEST", show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    codec: enc.Codec = "libx264",
+    crf: enc.Crf = 18,
+    preset: enc.Preset = "medium",
+    pix_fmt: enc.PixFmt = "yuv420p",
+    encoder_opt: enc.Extra = None,
+) -> None:
+    """Time `vir restore` end to end and per stage, or score a restored video (--quality)."""
+    from instantvir_cli.bench import bench_quality, bench_speed, parse_resolution
+    from instantvir_cli.errors import UsageError
+    from instantvir_cli.restore import TASKS, RestoreOptions
+    from instantvir_cli.video import EncodeOptions
+
+    with handle_errors():
+        if quality is not None:
+            ref, test = quality
+            with FrameProgress("quality", None) as bar:
+                q = bench_quality(ref, test, on_progress=bar)
+            if as_json:
+                print(json.dumps(q.as_dict(), indent=2))
+            else:
+                out_console.print(
+                    f"PSNR {q.psnr:.2f} dB  SSIM {q.ssim:.4f}  flicker {q.flicker:.3f}  ({q.frames} frames)"
+                )
+            return
+        width, height = parse_resolution(resolution)
+        tasks = list(TASKS) if task == "all" else [task]
+        if any(t not in TASKS for t in tasks):
+            raise UsageError(f"unknown task {task!r} (choose one of: {', '.join(TASKS)}, all)")
+        encode = EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, extra=enc.parse_extra(encoder_opt))
+        reports = []
+        for t in tasks:
+            info(f"timing {t} ({model}) at {width}x{height}, {frames} frames on {STATE.device}")
+            opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device, checkpoint=checkpoint)
+            with FrameProgress(f"bench {t}", frames) as bar:
+                reports.append(bench_speed(width, height, frames, t, opts, encode, on_progress=bar))
+    if as_json:
+        data = [r.as_dict() for r in reports]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+        return
+    table = Table(title=f"vir bench {width}x{height}, {frames} frames, {STATE.device}")
+    for col in ("task", "model", "e2e fps", "first frame s", "decode s", "restore s", "encode s", "decode+encode fps"):
+        table.add_column(col, justify="right" if col not in ("task", "model") else "left")
+    for r in reports:
+        table.add_row(
+            r.task, r.model, f"{r.e2e_fps:.1f}", f"{r.first_frame_s or float('nan'):.2f}",
+            *(f"{r.stages.get(k, 0.0):.2f}" for k in ("decode", "restore", "encode")), f"{r.passthrough_fps:.1f}",
+        )
+    out_console.print(table)

@@ -1,0 +1,68 @@
+"""`vir degrade`: make a degraded video (and its sidecar) from a clean one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from instantvir_cli.cli import _encode as enc
+from instantvir_cli.cli import app
+from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, out_console, warn
+
+EPILOG = """Examples:
+
+  vir degrade clip.mp4 low.mkv --task sr4x
+
+  vir degrade clip.mp4 holes.mkv --task inpaint --seed 3 --noise 0.05
+
+  vir degrade clip.mp4 holes.mp4 --task inpaint --mask keep.png
+"""
+
+
+@app.command(epilog=EPILOG)
+def degrade(
+    input: Annotated[Path, typer.Argument(help="Clean video.", show_default=False)],
+    output: Annotated[Path, typer.Argument(help="Degraded video to write (sidecar OUT.vir.json beside it).", show_default=False)],
+    task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x.", show_default=False)] = ...,  # type: ignore[assignment]
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inpainting mask and of the noise.")] = 0,
+    noise: Annotated[float, typer.Option("--noise", min=0.0, help="Measurement noise std sigma_y on [-1, 1].")] = 0.0,
+    mask: Annotated[
+        Optional[Path], typer.Option("--mask", help="Keep-mask image or video (non-zero = observed) for inpaint.")
+    ] = None,
+    sr_kernel: Annotated[str, typer.Option("--sr-kernel", help="sr4x downsampling: area | bicubic.")] = "area",
+    lossless: Annotated[
+        bool,
+        typer.Option("--lossless/--lossy", help="Exactly lossless output (default), or the encoder options below.",
+                     rich_help_panel=enc.PANEL),
+    ] = True,
+    codec: enc.Codec = "libx264",
+    crf: enc.Crf = 18,
+    preset: enc.Preset = "medium",
+    pix_fmt: enc.PixFmt = "yuv420p",
+    copy_streams: enc.CopyStreams = True,
+    encoder_opt: enc.Extra = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+) -> None:
+    """Degrade a video with a known operator: y = A(x) + sigma_y * n."""
+    from instantvir_cli.degrade import DegradeOptions, degrade_video
+    from instantvir_cli.errors import UsageError
+    from instantvir_cli.video import EncodeOptions
+
+    with handle_errors():
+        if sr_kernel not in ("area", "bicubic"):
+            raise UsageError(f"unknown --sr-kernel {sr_kernel!r} (choose area or bicubic)")
+        encode = EncodeOptions(
+            codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, lossless=lossless,
+            copy_streams=copy_streams, extra=enc.parse_extra(encoder_opt),
+        )
+        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, sr_kernel=sr_kernel)
+        with FrameProgress("degrade", None, enabled=progress) as bar:
+            report = degrade_video(input, output, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
+    if not STATE.quiet:
+        out_console.print(
+            f"degraded {report.frames} frames ({opts.task}) {report.size_in[0]}x{report.size_in[1]} -> "
+            f"{report.size_out[0]}x{report.size_out[1]}: {report.output} (+ {report.sidecar.name})"
+        )

@@ -1,0 +1,82 @@
+"""`vir restore`: undo a degradation, streaming the video through a restorer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from instantvir_cli.cli import _encode as enc
+from instantvir_cli.cli import app
+from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, out_console, warn
+
+EPILOG = """Examples:
+
+  vir degrade clip.mp4 low.mkv --task sr4x && vir restore low.mkv -o up.mp4   (operator from the sidecar)
+
+  vir restore masked.mp4 -o filled.mp4 --task inpaint --mask keep.png
+
+  vir restore blurry.mp4 -o sharp.mkv --task deblur --model classical --lossless
+"""
+
+
+@app.command(epilog=EPILOG)
+def restore(
+    input: Annotated[Path, typer.Argument(help="Degraded video to restore.", show_default=False)],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Where to write (default: IN.restored.<ext>).")
+    ] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option("--task", "-t", help="inpaint | deblur | sr4x (default: from IN.vir.json).", show_default=False),
+    ] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Restorer: classical | instantvir.")] = "classical",
+    mask: Annotated[
+        Optional[Path],
+        typer.Option("--mask", help="Inpainting keep-mask: image or video of the frame size, non-zero = observed."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the default random inpainting mask (no sidecar).")] = 0,
+    noise: Annotated[
+        Optional[float], typer.Option("--noise", min=0.0, help="Measurement noise std on [-1, 1] (default: sidecar or 0).")
+    ] = None,
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
+    ] = None,
+    block_frames: Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")] = 12,
+    codec: enc.Codec = "libx264",
+    crf: enc.Crf = 18,
+    preset: enc.Preset = "medium",
+    pix_fmt: enc.PixFmt = "yuv420p",
+    lossless: Annotated[
+        bool, typer.Option("--lossless", help="Exactly lossless RGB (FFV1 in MKV, x264rgb in MP4).", rich_help_panel=enc.PANEL)
+    ] = False,
+    copy_streams: enc.CopyStreams = True,
+    encoder_opt: enc.Extra = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+) -> None:
+    """Restore a degraded video (inpaint, deblur or sr4x), block by block."""
+    from instantvir_cli.paths import default_output_path
+    from instantvir_cli.restore import RestoreOptions, restore_video
+    from instantvir_cli.video import EncodeOptions
+
+    with handle_errors():
+        out = output or default_output_path(input, "restored")
+        encode = EncodeOptions(
+            codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, lossless=lossless,
+            copy_streams=copy_streams, extra=enc.parse_extra(encoder_opt),
+        )
+        opts = RestoreOptions(
+            task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
+            device=STATE.device, checkpoint=checkpoint,
+        )
+        with FrameProgress("restore", None, enabled=progress) as bar:
+            report = restore_video(input, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
+    if not STATE.quiet:
+        w_in, h_in = report.size_in
+        w_out, h_out = report.size_out
+        out_console.print(
+            f"restored {report.frames} frames ({report.operator['task']}, {report.model}) "
+            f"{w_in}x{h_in} -> {w_out}x{h_out}: {report.output} in {report.seconds:.1f} s ({report.fps:.1f} fps)"
+        )

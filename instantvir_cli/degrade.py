@@ -1,0 +1,141 @@
+"""`vir degrade`: apply an operator y = A(x) + sigma_y n to a video, streaming, and record it.
+
+    in.mp4 -> decode -> crop (sr4x: to a multiple of 4) -> A + noise -> encode (lossless) -> out
+                                                          \-> out.vir.json (the exact operator)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from instantvir_cli.errors import InputCorrupt, UsageError
+from instantvir_cli.ops import build_operator
+from instantvir_cli.paths import check_input_path, check_output_path, sidecar_path
+from instantvir_cli.sidecar import Sidecar
+from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe
+
+TASKS = ("inpaint", "deblur", "sr4x")
+
+
+@dataclass(frozen=True)
+class DegradeOptions:
+    """Which degradation to apply."""
+
+    task: str
+    seed: int = 0                  # inpainting mask seed, and the noise seed
+    noise: float = 0.0             # sigma_y on [-1, 1] (0.05 is DPS's setting)
+    mask: Path | None = None       # a user keep-mask (image or video) instead of the random one
+    sr_kernel: str = "area"        # sr4x: area (4x4 block average) | bicubic (antialiased)
+    block_frames: int = 12
+
+
+@dataclass
+class DegradeReport:
+    output: Path
+    sidecar: Path
+    frames: int
+    seconds: float
+    operator: dict
+    size_in: tuple[int, int]
+    size_out: tuple[int, int]
+    crop: tuple[int, int, int, int]  # x0, y0, width, height taken from the input before A
+
+
+def center_crop_box(width: int, height: int, multiple: int) -> tuple[int, int, int, int]:
+    """The largest centred (x0, y0, w, h) box whose sides are multiples of `multiple`."""
+    w, h = width - width % multiple, height - height % multiple
+    if w == 0 or h == 0:
+        raise UsageError(f"video of {width}x{height} is too small for a {multiple}x operator")
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+@torch.inference_mode()
+def degrade_video(
+    input_path: Path,
+    output_path: Path,
+    opts: DegradeOptions,
+    encode: EncodeOptions,
+    overwrite: bool = False,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> DegradeReport:
+    """Degrade `input_path` into `output_path` and write the sidecar `output_path.vir.json`."""
+    from instantvir_cli.masks import load_mask
+
+    if opts.task not in TASKS:
+        raise UsageError(f"unknown task {opts.task!r} (choose one of: {', '.join(TASKS)})")
+    if opts.noise < 0:
+        raise UsageError(f"--noise must be >= 0, got {opts.noise}")
+    if opts.mask is not None and opts.task != "inpaint":
+        raise UsageError("--mask only applies to --task inpaint")
+    check_input_path(input_path)
+    check_output_path(output_path, [input_path] + ([opts.mask] if opts.mask else []), overwrite)
+    info = probe(input_path)
+    crop = center_crop_box(info.width, info.height, 4) if opts.task == "sr4x" else (0, 0, info.width, info.height)
+    x0, y0, w, h = crop
+    if opts.task == "sr4x" and (w, h) != (info.width, info.height) and warn:
+        warn(f"sr4x needs sizes divisible by 4: cropping {info.width}x{info.height} to {w}x{h} (centred)")
+
+    mask_source = None
+    if opts.task == "inpaint":
+        if opts.mask is not None:
+            mask_source = load_mask(opts.mask, h, w)
+            op = build_operator("inpaint", h, w, mask=mask_source.static_mask())
+            op = op.with_mask_file(opts.mask) if hasattr(op, "with_mask_file") else op
+            if not getattr(mask_source, "is_video", False):
+                mask_source = None
+        else:
+            op = build_operator("inpaint", h, w, seed=opts.seed)
+    elif opts.task == "sr4x":
+        op = build_operator("sr4x", h, w, kernel=opts.sr_kernel)
+    else:
+        op = build_operator(opts.task, h, w)
+    op.sigma_y = float(opts.noise)
+    out_h, out_w = op.measurement_size(h, w)
+    generator = torch.Generator().manual_seed(opts.seed)
+    frames = 0
+    t_start = time.perf_counter()
+    with VideoReader(input_path, block_size=opts.block_frames) as reader, VideoWriter(
+        output_path, out_w, out_h, source=reader, options=encode, overwrite=overwrite, warn=warn
+    ) as writer:
+        for block in reader:
+            x = block.x[..., y0 : y0 + h, x0 : x0 + w]
+            block_op = op
+            if mask_source is not None:
+                block_op = op.with_mask(mask_source.block(block.index, x.shape[2]))
+            y = block_op.measure(x, generator=generator).clamp(-1, 1)
+            writer.write(y, block.pts)
+            frames += x.shape[2]
+            if on_progress:
+                on_progress(frames, info.frames)
+        if frames == 0:
+            raise InputCorrupt(f"no frames could be decoded from {input_path}")
+        # The sidecar goes down before the video is renamed into place, so a video at the
+        # output path always has its sidecar.
+        sidecar = Sidecar(
+            operator=op.to_dict(),
+            source={
+                "path": str(input_path.resolve()),
+                "width": info.width,
+                "height": info.height,
+                "crop": list(crop),
+                "frames": frames,
+            },
+            noise_seed=opts.seed,
+        )
+        sidecar_file = sidecar.write(output_path)
+    return DegradeReport(
+        output=output_path,
+        sidecar=sidecar_path(output_path) if sidecar_file else sidecar_file,
+        frames=frames,
+        seconds=time.perf_counter() - t_start,
+        operator=op.to_dict(),
+        size_in=(info.width, info.height),
+        size_out=(out_w, out_h),
+        crop=crop,
+    )

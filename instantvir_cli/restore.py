@@ -1,0 +1,222 @@
+"""The streaming restore path that `vir restore`, `vir bench` and the trainer's validation share.
+
+    in.mp4 -> decode (thread) -> y-blocks -> Restorer.push -> x-blocks -> encode -> out.mp4
+
+The operator comes from the input's sidecar (what `vir degrade` recorded) or from the
+task/mask the user names. Memory is bounded by the block size: nothing holds the video.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from instantvir_cli.errors import InputCorrupt, UsageError
+from instantvir_cli.ops import Operator, build_operator, operator_from_dict
+from instantvir_cli.paths import check_input_path, check_output_path
+from instantvir_cli.restorer import Restorer
+from instantvir_cli.sidecar import Sidecar
+from instantvir_cli.video import EncodeOptions, VideoInfo, VideoReader, VideoWriter, probe
+
+TASKS = ("inpaint", "deblur", "sr4x")
+MODELS = ("classical", "instantvir")
+
+ProgressFn = Callable[[int, "int | None"], None]
+WarnFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How to restore: which operator to undo, with which model, on which device."""
+
+    task: str | None = None          # None: take it from the sidecar
+    model: str = "classical"         # classical | instantvir
+    mask: Path | None = None         # inpainting keep-mask (image or video); overrides the sidecar
+    seed: int = 0                    # seed of the default random inpainting mask (no sidecar/mask)
+    sigma_y: float | None = None     # measurement noise std on [-1, 1]; None: sidecar or 0
+    block_frames: int = 12           # frames per block pushed through the restorer
+    device: str = "cpu"
+    checkpoint: Path | None = None   # learned model weights (instantvir)
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage of the stream (decode is time spent waiting for frames)."""
+
+    decode: float = 0.0
+    restore: float = 0.0
+    encode: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"decode": self.decode, "restore": self.restore, "encode": self.encode}
+
+
+@dataclass
+class RestoreReport:
+    """What a restore run did and how fast."""
+
+    output: Path
+    frames: int
+    seconds: float
+    first_frame_s: float | None
+    stages: StageTimes
+    operator: dict
+    model: str
+    size_in: tuple[int, int]
+    size_out: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def resolve_operator(
+    input_path: Path, info: VideoInfo, opts: RestoreOptions, warn: WarnFn | None = None
+) -> tuple[Operator, "object | None"]:
+    """The operator to undo on `input_path` and, for a per-frame mask video, its mask source.
+
+    Order: the `--task`/`--mask` the user gave, then the sidecar `IN.vir.json`, then defaults.
+    The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
+    """
+    from instantvir_cli.masks import load_mask
+
+    sidecar = Sidecar.read(input_path)
+    spec = dict(sidecar.operator) if sidecar else None
+    task = opts.task or (spec or {}).get("task")
+    if task is None:
+        raise UsageError("no task given and no sidecar found: pass --task inpaint|deblur|sr4x")
+    if task not in TASKS:
+        raise UsageError(f"unknown task {task!r} (choose one of: {', '.join(TASKS)})")
+    if spec is not None and spec.get("task") != task:
+        if warn:
+            warn(f"--task {task} differs from the sidecar's task {spec.get('task')}: ignoring the sidecar")
+        spec = None
+
+    mask_source = None
+    if task == "inpaint" and opts.mask is not None:
+        mask_source = load_mask(opts.mask, info.height, info.width)
+        op = build_operator("inpaint", info.height, info.width, mask=mask_source.static_mask())
+        op = op.with_mask_file(opts.mask) if hasattr(op, "with_mask_file") else op
+    elif spec is not None:
+        mask = None
+        if task == "inpaint" and spec.get("mask_file"):
+            mask_file = Path(spec["mask_file"])
+            if not mask_file.is_absolute():
+                mask_file = (input_path.parent / mask_file).resolve()
+            mask_source = load_mask(mask_file, info.height, info.width)
+            mask = mask_source.static_mask()
+        op = operator_from_dict(spec, mask=mask) if mask is not None else operator_from_dict(spec)
+    else:
+        height, width = info.height, info.width
+        if task == "sr4x":
+            height, width = 4 * height, 4 * width
+        if task == "inpaint" and warn:
+            warn(f"no sidecar and no --mask: assuming vir's default 50 % random mask with seed {opts.seed}")
+        op = build_operator(task, height, width, seed=opts.seed) if task == "inpaint" else build_operator(task, height, width)
+    if opts.sigma_y is not None:
+        op.sigma_y = float(opts.sigma_y)
+    if mask_source is not None and not getattr(mask_source, "is_video", False):
+        mask_source = None
+    return op, mask_source
+
+
+def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
+    """The restorer named by `opts.model` for operator `op`."""
+    if opts.model == "classical":
+        from instantvir_cli.classical import classical_restorer
+
+        return classical_restorer(op)
+    if opts.model == "instantvir":
+        from instantvir_cli.learned import learned_restorer
+
+        return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device)
+    raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
+
+
+@torch.inference_mode()
+def restore_video(
+    input_path: Path,
+    output_path: Path,
+    opts: RestoreOptions,
+    encode: EncodeOptions,
+    overwrite: bool = False,
+    on_progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
+) -> RestoreReport:
+    """Restore `input_path` into `output_path` block by block; see the module docstring.
+
+    The output is written to a temporary file beside the target and renamed on success;
+    the output has exactly the input's frames and timestamps.
+    """
+    check_input_path(input_path)
+    check_output_path(output_path, [input_path] + ([opts.mask] if opts.mask else []), overwrite)
+    info = probe(input_path)
+    op, mask_source = resolve_operator(input_path, info, opts, warn)
+    out_h, out_w = op.signal_size(info.height, info.width)
+    restorer = make_restorer(op, opts)
+    stages = StageTimes()
+    device = torch.device(opts.device)
+    frames_out = 0
+    first_frame_s = None
+    pending_pts: deque = deque()
+    t_start = time.perf_counter()
+
+    with VideoReader(input_path, block_size=opts.block_frames) as reader, VideoWriter(
+        output_path, out_w, out_h, source=reader, options=encode, overwrite=overwrite, warn=warn
+    ) as writer:
+
+        def emit(x: torch.Tensor) -> None:
+            nonlocal frames_out, first_frame_s
+            if x.shape[2] == 0:
+                return
+            pts = [pending_pts.popleft() for _ in range(x.shape[2])]
+            t0 = time.perf_counter()
+            writer.write(x.float().cpu(), pts)
+            stages.encode += time.perf_counter() - t0
+            if first_frame_s is None:
+                first_frame_s = time.perf_counter() - t_start
+            frames_out += x.shape[2]
+            if on_progress:
+                on_progress(frames_out, info.frames)
+
+        blocks = iter(reader)
+        while True:
+            t0 = time.perf_counter()
+            block = next(blocks, None)
+            stages.decode += time.perf_counter() - t0
+            if block is None:
+                break
+            pending_pts.extend(block.pts)
+            t0 = time.perf_counter()
+            y = block.x.to(device)
+            if mask_source is not None:
+                restorer.op = op.with_mask(mask_source.block(block.index, y.shape[2]).to(device))
+            x = restorer.push(y)
+            stages.restore += time.perf_counter() - t0
+            emit(x)
+        t0 = time.perf_counter()
+        x = restorer.flush()
+        stages.restore += time.perf_counter() - t0
+        emit(x)
+        if frames_out == 0:
+            raise InputCorrupt(f"no frames could be restored from {input_path}")
+        if pending_pts:
+            raise InputCorrupt(f"{len(pending_pts)} frames were decoded but not restored")
+    seconds = time.perf_counter() - t_start
+    return RestoreReport(
+        output=output_path,
+        frames=frames_out,
+        seconds=seconds,
+        first_frame_s=first_frame_s,
+        stages=stages,
+        operator=op.to_dict(),
+        model=opts.model,
+        size_in=(info.width, info.height),
+        size_out=(out_w, out_h),
+    )

