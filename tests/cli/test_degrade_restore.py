@@ -1,0 +1,112 @@
+"""`vir degrade` then `vir restore` end to end on real footage."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+
+from tests.cli.helpers import vir
+
+FAST = ("--preset", "ultrafast", "--no-progress")
+
+
+def _frames(path):
+    """All frames of a (small) video as uint8 (T, H, W, 3)."""
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def _packets(path, kind):
+    with av.open(str(path)) as c:
+        s = [st for st in c.streams if st.type == kind][0]
+        return [(p.pts, bytes(p)) for p in c.demux(s) if p.size]
+
+
+def test_degrade_sr4x_writes_small_lossless_video_and_sidecar(bikes_mp4, tmp_path):
+    out = tmp_path / "bikes-x4.mkv"
+    result = vir("degrade", bikes_mp4, out, "--task", "sr4x", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    sidecar = json.loads((tmp_path / "bikes-x4.mkv.vir.json").read_text())
+    assert sidecar["operator"]["task"] == "sr4x"
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height) == (160, 68)
+    # the file holds exactly the 4x4 block averages of the decoded input, quantized to 8 bits
+    x = _frames(bikes_mp4)[:24].astype(np.float64)
+    y = _frames(out)[:24]
+    T, H, W, C = x.shape
+    expect = x.reshape(T, H // 4, 4, W // 4, 4, C).mean(axis=(2, 4))
+    assert np.abs(y.astype(np.float64) - expect).max() <= 0.5 + 1e-6
+
+
+def test_restore_reads_the_sidecar(bikes_mp4, tmp_path):
+    low = tmp_path / "low.mkv"
+    assert vir("degrade", bikes_mp4, low, "--task", "sr4x", "--no-progress").exit_code == 0
+    out = tmp_path / "up.mp4"
+    result = vir("restore", low, "-o", out, "--model", "classical", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert "sr4x" in result.stdout
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height) == (640, 272)
+        assert sum(1 for _ in c.decode(video=0)) == 250
+    quality = vir("bench", "--quality", bikes_mp4, out, "--json")
+    assert quality.exit_code == 0, quality.stderr
+    scores = json.loads(quality.stdout)
+    assert set(scores) >= {"psnr", "ssim", "flicker", "frames"}
+    assert scores["frames"] == 250 and scores["psnr"] > 22
+
+
+def test_restore_bunny_keeps_audio_packets_bit_identical(bunny_mp4, tmp_path):
+    out = tmp_path / "bunny.mp4"
+    result = vir("restore", bunny_mp4, "-o", out, "--task", "deblur", "--model", "classical", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert _packets(out, "audio") == _packets(bunny_mp4, "audio")
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].frames in (0, 132) and sum(1 for _ in c.decode(video=0)) == 132
+
+
+def test_no_copy_streams_drops_audio(clip_testsrc_audio, tmp_path):
+    out = tmp_path / "silent.mp4"
+    result = vir("restore", clip_testsrc_audio, "-o", out, "--task", "deblur", "--model", "classical",
+                 "--no-copy-streams", *FAST)
+    assert result.exit_code == 0, result.stderr
+    with av.open(str(out)) as c:
+        assert not c.streams.audio
+
+
+def test_inpaint_with_mask_file_keeps_observed_pixels(clip_testsrc_audio, tmp_path):
+    with av.open(str(clip_testsrc_audio)) as c:
+        w, h = c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height
+    rng = np.random.default_rng(0)
+    keep = (rng.random((h, w)) < 0.3).astype(np.uint8) * 255
+    mask = tmp_path / "keep.png"
+    with av.open(str(mask), "w") as c:
+        s = c.add_stream("png")
+        s.width, s.height, s.pix_fmt = w, h, "gray"
+        for p in s.encode(av.VideoFrame.from_ndarray(keep, format="gray")):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    holes = tmp_path / "holes.mkv"
+    assert vir("degrade", clip_testsrc_audio, holes, "--task", "inpaint", "--mask", mask, "--no-progress").exit_code == 0
+    assert json.loads((tmp_path / "holes.mkv.vir.json").read_text())["operator"]["task"] == "inpaint"
+    out = tmp_path / "filled.mkv"
+    result = vir("restore", holes, "-o", out, "--model", "classical", "--lossless", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    y, x = _frames(holes), _frames(out)
+    observed = keep > 0
+    assert np.array_equal(x[:, observed], y[:, observed])
+    assert np.abs(x[:, ~observed].astype(int) - 128).mean() > 5  # holes were filled, not left grey
+
+
+@pytest.mark.parametrize("task", ["inpaint", "deblur", "sr4x"])
+def test_bench_speed_json(task):
+    result = vir("bench", "--resolution", "64x48", "--frames", "5", "--task", task, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["task"] == task and data["frames"] == 5
+    assert data["e2e_fps"] > 0 and set(data["stages"]) >= {"decode", "restore", "encode"}
