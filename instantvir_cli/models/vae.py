@@ -1,0 +1,571 @@
+"""LeanVAE: a light causal video VAE with a compressed-sensing bottleneck.
+
+Cheng & Yuan, "LeanVAE: An Ultra-Efficient Reconstruction VAE for Video Diffusion Models"
+(arXiv 2503.14325, MIT). Written for this project from the paper and the documented design;
+`leanvae_state_dict_from_published` maps the released checkpoints onto it.
+
+    x (B, C, T, H, W) --Haar DWT (2-D on frame 0, 3-D on frames 1..)--> low band, high bands
+      --linear patchify--> tokens (B, T', h, w, D_low), (B, T', h, w, D_high)
+      --NAF blocks per band, concat, NAF blocks--> features (B, T', h, w, D)
+      --phi (one linear measurement)--> z (B, d, T', h, w)
+    z --Q, then unrolled ISTA (step, transform, soft-threshold, transform)--> features
+      --NAF blocks, split, NAF blocks per band, linear unpatchify, inverse Haar--> x
+
+With the published sizes (wavelet 2x2x2, patch 2x4x4) T' = 1 + (T - 1) / 4, h = H / 8,
+w = W / 8. Every temporal operation is a depthwise 3x3x3 convolution that looks only at the
+current and the two previous token frames, so a 2-frame state per convolution (`VAEStreamState`)
+lets `encode_stream` (1 + 4k frames, then 4k frames per call) and `decode_stream` (any number
+of latent frames per call) reproduce the whole-clip pass bit for bit: the network runs one latent
+frame at a time in both, so every kernel sees the same sizes.
+
+Pixels enter and leave in [-1, 1]. `VAEConfig.pixel_scale` is the one place where they are
+scaled to the range the network was trained on (0.5 for the published weights, which expect
+[-0.5, 0.5]); it is folded into the first and the last linear map (see `wavelet.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from instantvir_cli.errors import CheckpointError
+from instantvir_cli.models.wavelet import WaveletPatch, haar_dwt, haar_idwt
+
+__all__ = [
+    "VAEConfig",
+    "VAE_PRESETS",
+    "vae_config",
+    "VAEStreamState",
+    "LeanVAE",
+    "haar_dwt",
+    "haar_idwt",
+    "kl_divergence",
+    "vae_config_from_published_args",
+    "leanvae_state_dict_from_published",
+    "load_published_leanvae",
+]
+
+
+#################################################################################
+#                                    Config                                     #
+#################################################################################
+
+@dataclass(frozen=True)
+class VAEConfig:
+    latent_channels: int = 16   # d: channels of z
+    dim_low: int = 128          # width of the low-band (LL / LLL) branch
+    dim_high: int = 384         # width of the high-band branch; trunk width D = dim_low + dim_high
+    depth_band: int = 2         # NAF blocks per band branch, in the encoder and in the decoder
+    depth_fusion: int = 4       # NAF blocks in the fused trunk, in the encoder and in the decoder
+    ista_iters: int = 2         # unrolled ISTA iterations in the decoder's bottleneck
+    ista_depth: int = 2         # NAF layers per ISTA transform (analysis and synthesis each)
+    ffn_mult: float = 4.0       # GEGLU hidden width = int(ffn_mult * 2/3 * dim), the published rounding
+    patch_t: int = 2            # temporal patch after the wavelet: time factor = 2 * patch_t
+    patch_hw: int = 4           # spatial patch after the wavelet: space factor = 2 * patch_hw
+    pixel_scale: float = 1.0    # the network sees pixel_scale * x for x in [-1, 1]; published: 0.5
+    in_channels: int = 3        # C
+
+    def __post_init__(self):
+        for name in ("latent_channels", "dim_low", "dim_high", "ista_iters", "ista_depth",
+                     "patch_t", "patch_hw", "in_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"VAEConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("depth_band", "depth_fusion"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"VAEConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.ffn_mult > 0 or not self.pixel_scale > 0:
+            raise ValueError(f"VAEConfig ffn_mult and pixel_scale must be > 0, "
+                             f"got {self.ffn_mult} and {self.pixel_scale}")
+
+    @property
+    def dim(self) -> int:
+        """Trunk width D."""
+        return self.dim_low + self.dim_high
+
+    @property
+    def time_factor(self) -> int:
+        return 2 * self.patch_t
+
+    @property
+    def space_factor(self) -> int:
+        return 2 * self.patch_hw
+
+    def latent_shape(self, T: int, H: int, W: int) -> tuple[int, int, int, int]:
+        """(d, T', h, w) of the latent of a (C, T, H, W) clip, T = 1 + k * time_factor."""
+        return (self.latent_channels, 1 + (T - 1) // self.time_factor,
+                H // self.space_factor, W // self.space_factor)
+
+
+VAE_PRESETS: dict[str, VAEConfig] = {
+    # the published checkpoints (LeanVAE-dim16.ckpt / -dim4.ckpt): 4x8x8, [-0.5, 0.5] pixels
+    "lean16": VAEConfig(latent_channels=16, pixel_scale=0.5),
+    "lean4": VAEConfig(latent_channels=4, pixel_scale=0.5),
+    # the embedded CPU defaults, trained by this project on [-1, 1] pixels
+    "small": VAEConfig(latent_channels=16, dim_low=32, dim_high=64, depth_band=1,
+                       depth_fusion=1, ista_iters=1, ista_depth=1),
+    # lighter compression, same widths: 4x the latent tokens, or 2x the latent frames
+    "small-4x4x4": VAEConfig(latent_channels=16, dim_low=32, dim_high=64, depth_band=1,
+                             depth_fusion=1, ista_iters=1, ista_depth=1, patch_hw=2),
+    "small-2x8x8": VAEConfig(latent_channels=16, dim_low=32, dim_high=64, depth_band=1,
+                             depth_fusion=1, ista_iters=1, ista_depth=1, patch_t=1),
+    # unit tests
+    "tiny": VAEConfig(latent_channels=4, dim_low=8, dim_high=16, depth_band=1, depth_fusion=1,
+                      ista_iters=1, ista_depth=1),
+}
+
+
+def vae_config(name: str, **overrides) -> VAEConfig:
+    """The preset `name`, with fields replaced by `overrides`."""
+    if name not in VAE_PRESETS:
+        raise ValueError(f"unknown VAE preset {name!r}; known: {', '.join(VAE_PRESETS)}")
+    return dataclasses.replace(VAE_PRESETS[name], **overrides)
+
+
+#################################################################################
+#                         Streaming state and NAF blocks                        #
+#################################################################################
+
+@dataclass
+class VAEStreamState:
+    """The causal state of one encode stream or one decode stream (use one of each).
+
+    Start a stream with `VAEStreamState()`; `LeanVAE.encode_stream` / `decode_stream` update it
+    in place. Memory is bounded: two token frames per temporal convolution.
+    """
+
+    first: bool = True          # the next chunk starts the clip: its frame 0 takes the image path
+    frames: int = 0             # frames consumed: pixel frames (encode) or latent frames (decode)
+    direction: str = ""         # "encode" or "decode", fixed by the first call
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)  # conv name -> (B, 2, h, w, D)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.numel() * c.element_size() for c in self.cache.values())
+
+
+class CausalConv3d(nn.Module):
+    """Depthwise 3x3x3 convolution on channels-last tokens, causal in time.
+
+    Zero padding of 1 in space; in time, the two frames before the chunk: zeros at the start of
+    a clip, the cached last two input frames otherwise.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv3d(dim, dim, kernel_size=3, padding=(0, 1, 1), groups=dim)
+        self.name = ""  # key of this layer's frames in VAEStreamState.cache, set by LeanVAE
+
+    def forward(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        B, T, h, w, D = x.shape
+        if state.first:
+            head = x.new_zeros(B, 2, h, w, D)                                 # (B, 2, h, w, D)
+        else:
+            head = state.cache[self.name]
+            if head.shape != (B, 2, h, w, D):
+                raise ValueError(f"stream chunk of shape {tuple(x.shape)} does not continue "
+                                 f"the cached frames of shape {tuple(head.shape)}")
+        x = torch.cat([head, x], dim=1)                                       # (B, 2+T, h, w, D)
+        state.cache[self.name] = x[:, -2:].clone()
+        # channels-last in memory is channels_last_3d for the conv: no layout copies
+        return self.conv(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)    # (B, T, h, w, D)
+
+
+class NAFBlock(nn.Module):
+    """Causal depthwise conv, then LayerNorm + GEGLU feed-forward; residual or plain."""
+
+    def __init__(self, dim: int, ffn_mult: float, residual: bool):
+        super().__init__()
+        hidden = int(ffn_mult * (2 / 3) * dim)
+        self.residual = residual
+        self.conv = CausalConv3d(dim)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, dim, bias=False)
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        x, gate = self.fc1(self.norm(x)).chunk(2, dim=-1)                     # (B, T, h, w, Dh) x2
+        return self.fc2(F.gelu(gate) * x)                                     # (B, T, h, w, D)
+
+    def forward(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        if self.residual:
+            x = x + self.conv(x, state)
+            return x + self.ffn(x)
+        return self.ffn(self.conv(x, state))
+
+
+class NAFStack(nn.Module):
+    def __init__(self, dim: int, depth: int, ffn_mult: float, residual: bool = True):
+        super().__init__()
+        self.blocks = nn.ModuleList(NAFBlock(dim, ffn_mult, residual) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, state)
+        return x
+
+
+#################################################################################
+#                         Encoder, bottleneck, decoder                          #
+#################################################################################
+
+class Encoder(nn.Module):
+    """Pixels -> Haar bands -> patch tokens -> NAF per band -> fused NAF trunk."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        patch = (cfg.in_channels, cfg.patch_t, cfg.patch_hw, cfg.dim_low, cfg.dim_high)
+        self.embed_image = WaveletPatch(*patch, video=False, head=False)
+        self.embed_video = WaveletPatch(*patch, video=True, head=False)
+        self.low = NAFStack(cfg.dim_low, cfg.depth_band, cfg.ffn_mult)
+        self.high = NAFStack(cfg.dim_high, cfg.depth_band, cfg.ffn_mult)
+        self.fusion = NAFStack(cfg.dim, cfg.depth_fusion, cfg.ffn_mult)
+
+    def forward(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        """x: (B, C, T, H, W) pixels in [-1, 1]; frame 0 is the image frame when the stream
+        starts. Returns (B, T', h, w, D)."""
+        scale, low, high = self.cfg.pixel_scale, [], []
+        if state.first:
+            lo, hi = self.embed_image.embed(x[:, :, :1], scale)              # (B, 1, h, w, Dl|Dh)
+            low.append(lo), high.append(hi)
+            x = x[:, :, 1:]
+        if x.shape[2] > 0:
+            lo, hi = self.embed_video.embed(x, scale)                        # (B, t, h, w, Dl|Dh)
+            low.append(lo), high.append(hi)
+        low = self.low(torch.cat(low, dim=1), state)                          # (B, T', h, w, Dl)
+        high = self.high(torch.cat(high, dim=1), state)                       # (B, T', h, w, Dh)
+        return self.fusion(torch.cat([low, high], dim=-1), state)             # (B, T', h, w, D)
+
+
+class ISTAStep(nn.Module):
+    """One unrolled ISTA-Net+ iteration: gradient step, analysis, soft threshold, synthesis."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.step_size = nn.Parameter(torch.tensor(1.0))
+        self.threshold = nn.Parameter(torch.tensor([0.01]))
+        self.analysis = NAFStack(cfg.dim, cfg.ista_depth, cfg.ffn_mult, residual=False)
+        self.synthesis = NAFStack(cfg.dim, cfg.ista_depth, cfg.ffn_mult, residual=False)
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor, phi: torch.Tensor,
+                state: VAEStreamState) -> torch.Tensor:
+        r = h - self.step_size * F.linear(F.linear(h, phi) - z, phi.t())      # (B, T', h, w, D)
+        u = self.analysis(r, state)
+        u = torch.sign(u) * F.relu(u.abs() - self.threshold)
+        return r + self.synthesis(u, state)                                   # (B, T', h, w, D)
+
+
+class ISTABottleneck(nn.Module):
+    """Compressed sensing: measure z = phi h; recover h from z by Q z then unrolled ISTA."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.phi = nn.Parameter(torch.empty(cfg.latent_channels, cfg.dim))   # (d, D)
+        self.Q = nn.Parameter(torch.empty(cfg.dim, cfg.latent_channels))     # (D, d)
+        self.steps = nn.ModuleList(ISTAStep(cfg) for _ in range(cfg.ista_iters))
+
+    def measure(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.phi)                                          # (B, T', h, w, d)
+
+    def reconstruct(self, z: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        h = F.linear(z, self.Q)                                               # (B, T', h, w, D)
+        for step in self.steps:
+            h = step(h, z, self.phi, state)
+        return h
+
+
+class Decoder(nn.Module):
+    """Fused NAF trunk -> split -> NAF per band -> linear unpatchify -> inverse Haar."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.fusion = NAFStack(cfg.dim, cfg.depth_fusion, cfg.ffn_mult)
+        self.low = NAFStack(cfg.dim_low, cfg.depth_band, cfg.ffn_mult)
+        self.high = NAFStack(cfg.dim_high, cfg.depth_band, cfg.ffn_mult)
+        patch = (cfg.in_channels, cfg.patch_t, cfg.patch_hw, cfg.dim_low, cfg.dim_high)
+        self.head_image = WaveletPatch(*patch, video=False, head=True)
+        self.head_video = WaveletPatch(*patch, video=True, head=True)
+
+    def forward(self, h: torch.Tensor, state: VAEStreamState, out: torch.Tensor):
+        """h: (B, T', h, w, D) -> pixels in [-1, 1] written into out: (B, C, T, H, W)."""
+        cfg, Dl = self.cfg, self.cfg.dim_low
+        h = self.fusion(h, state)
+        h = torch.cat([self.low(h[..., :Dl], state),
+                       self.high(h[..., Dl:], state)], dim=-1)               # (B, T', h, w, D)
+        if state.first:
+            self.head_image.unembed_into(out[:, :, :1], h[:, :1], cfg.pixel_scale)
+            out, h = out[:, :, 1:], h[:, 1:]
+        if h.shape[1] > 0:
+            self.head_video.unembed_into(out, h, cfg.pixel_scale)
+
+
+#################################################################################
+#                                    LeanVAE                                    #
+#################################################################################
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) summed over all but the batch axis: (B,)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
+
+
+class LeanVAE(nn.Module):
+    """Causal video VAE: x (B, C, T, H, W) in [-1, 1] <-> z (B, d, T', h, w)."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.bottleneck = ISTABottleneck(cfg)
+        self.logvar = nn.Linear(cfg.dim, cfg.latent_channels)
+        self.decoder = Decoder(cfg)
+        for name, m in self.named_modules():
+            if isinstance(m, CausalConv3d):
+                m.name = name
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        # the published training init: truncated-normal linears, Xavier convs, Gaussian phi, Q = phi^T
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv3d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.bottleneck.phi.normal_(0.0, self.cfg.dim ** -0.5)
+            self.bottleneck.Q.copy_(self.bottleneck.phi.t())
+
+    # Everything runs one latent frame at a time, and a whole clip is a stream of one chunk.
+    # GEMM kernels and vectorized loops choose their blocking and tails by tensor size, so
+    # equal sizes are what make any chunking give the same bits as the whole-clip pass.
+
+    def _check_pixels(self, x: torch.Tensor, state: VAEStreamState):
+        cfg = self.cfg
+        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"expected pixels (B, {cfg.in_channels}, T, H, W), got {tuple(x.shape)}")
+        T, H, W = x.shape[2:]
+        if H % cfg.space_factor or W % cfg.space_factor:
+            raise ValueError(f"height and width must be multiples of {cfg.space_factor} "
+                             f"(pad the frames), got {H}x{W}")
+        tf = cfg.time_factor
+        if state.first and T % tf != 1 % tf:
+            raise ValueError(f"a clip (or the first chunk of a stream) needs 1 + {tf}k frames, got {T}")
+        if not state.first and (T == 0 or T % tf):
+            raise ValueError(f"stream chunks after the first need a positive multiple of {tf} frames, got {T}")
+
+    @staticmethod
+    def _begin(state: VAEStreamState, direction: str):
+        if state.direction not in ("", direction):
+            raise ValueError(f"this VAEStreamState belongs to a {state.direction} stream, not {direction}")
+        state.direction = direction
+
+    def _encode(self, x: torch.Tensor, state: VAEStreamState, logvar: bool = False):
+        """Posterior mean (and log-variance) of the next chunk, each (B, d, T', h, w)."""
+        self._begin(state, "encode")
+        self._check_pixels(x, state)
+        means, logvars, t = [], [], 0
+        while t < x.shape[2]:
+            n = 1 if state.first else self.cfg.time_factor                   # pixel frames of this latent frame
+            h = self.encoder(x[:, :, t:t + n], state)                         # (B, 1, h, w, D)
+            state.first, state.frames, t = False, state.frames + n, t + n
+            means.append(self.bottleneck.measure(h).permute(0, 4, 1, 2, 3))   # (B, d, 1, h, w)
+            if logvar:
+                logvars.append(self.logvar(h).clamp(-30.0, 20.0).permute(0, 4, 1, 2, 3))
+        return torch.cat(means, dim=2), (torch.cat(logvars, dim=2) if logvar else None)
+
+    def _decode(self, z: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        """Pixels (B, C, T, H, W) of the next latent frames z: (B, d, n, h, w)."""
+        self._begin(state, "decode")
+        cfg = self.cfg
+        if z.ndim != 5 or z.shape[1] != cfg.latent_channels or z.shape[2] == 0:
+            raise ValueError(f"expected latents (B, {cfg.latent_channels}, T', h, w) with T' >= 1, "
+                             f"got {tuple(z.shape)}")
+        B, _, n, h, w = z.shape
+        T = n * cfg.time_factor - (cfg.time_factor - 1 if state.first else 0)
+        x = z.new_empty(B, cfg.in_channels, T, h * cfg.space_factor, w * cfg.space_factor)
+        t = 0
+        for j in range(n):
+            nt = 1 if state.first else cfg.time_factor                        # pixel frames of latent j
+            zj = z[:, :, j:j + 1].permute(0, 2, 3, 4, 1).contiguous()        # (B, 1, h, w, d)
+            self.decoder(self.bottleneck.reconstruct(zj, state), state, out=x[:, :, t:t + nt])
+            state.first, state.frames, t = False, state.frames + 1, t + nt
+        return x
+
+    # ---------------------------------------------------------------- public API
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean of a whole clip.
+
+        Args:
+            x: (B, C, T, H, W) pixels in [-1, 1]; T = 1 + 4k, H and W multiples of 8 (with the
+               published factors; in general `cfg.time_factor`, `cfg.space_factor`).
+        Returns:
+            z: (B, d, T', h, w), T' = 1 + k, h = H / 8, w = W / 8.
+        """
+        return self._encode(x, VAEStreamState())[0]
+
+    def encode_dist(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance (clamped to [-30, 20]) of a whole clip, each (B, d, T', h, w)."""
+        return self._encode(x, VAEStreamState(), logvar=True)
+
+    def encode_stream(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        """The posterior mean of the next chunk of a clip; updates `state` in place.
+
+        Args:
+            x: (B, C, T, H, W) in [-1, 1]: 1 + 4k frames for the first chunk, 4k after.
+            state: this stream's `VAEStreamState` (a fresh one to start a clip).
+        Returns:
+            z: (B, d, T', h, w), T' = 1 + k first, then k; concatenated over chunks it equals
+            `encode` of the whole clip bit for bit.
+        """
+        return self._encode(x, state)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, C, T, H, W), T = 1 + 4 (T' - 1), of a whole clip's latents z: (B, d, T', h, w).
+        Not clamped: [-1, 1] is the trained range."""
+        return self._decode(z, VAEStreamState())
+
+    def decode_stream(self, z: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        """Pixels of the next block of latent frames; updates `state` in place.
+
+        Args:
+            z: (B, d, n, h, w), any n >= 1.
+            state: this stream's `VAEStreamState` (a fresh one to start a clip).
+        Returns:
+            (B, C, T, H, W): T = 1 + 4 (n - 1) for the first block, 4 n after; concatenated
+            over blocks it equals `decode` of the whole latent bit for bit.
+        """
+        return self._decode(z, state)
+
+    # ---------------------------------------------------------------- training
+
+    def forward(self, x: torch.Tensor, sample: bool = True,
+                generator: torch.Generator | None = None):
+        """Reconstruct a whole clip through the posterior.
+
+        Returns (x_rec, mean, logvar): x_rec (B, C, T, H, W); mean and logvar (B, d, T', h, w).
+        With `sample`, z = mean + exp(logvar / 2) * eps; otherwise z = mean.
+        """
+        mean, logvar = self.encode_dist(x)
+        z = mean
+        if sample:
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z = mean + torch.exp(0.5 * logvar) * eps
+        return self.decode(z), mean, logvar
+
+
+#################################################################################
+#                  The published checkpoints (westlake-repl/LeanVAE)             #
+#################################################################################
+
+# args of the released training script -> VAEConfig fields
+_PUBLISHED_ARGS = {
+    "latent_dim": "latent_channels", "l_dim": "dim_low", "h_dim": "dim_high",
+    "sep_num_layer": "depth_band", "fusion_num_layer": "depth_fusion",
+    "ista_iter_num": "ista_iters", "ista_layer_num": "ista_depth",
+}
+
+# published key (regex) -> our key; a NAF layer's `dconv_layer.{i}.ds_conv` is our
+# `blocks.{i}.conv.conv`; its `ffd_layer.{i}.{0,1,4}` (LayerNorm, Linear, -, -, Linear) our
+# `blocks.{i}.{norm,fc1,fc2}`
+_NAF = r"dconv_layer\.(\d+)\.ds_conv\.(weight|bias)|ffd_layer\.(\d+)\.([014])\.(weight|bias)"
+_STACKS = {"low_layer": "low", "high_layer": "high", "fusion_layer": "fusion",
+           "forward_l": "analysis", "backward_l": "synthesis"}
+_FFD = {"0": "norm", "1": "fc1", "4": "fc2"}
+_PATCH = {"encoder": "embed", "decoder": "head"}
+_TRAINING_ONLY = ("perceptual_model.", "gan_loss.", "discriminator")
+
+
+def _map_naf(prefix: str, rest: str) -> str | None:
+    m = re.fullmatch(_NAF, rest)
+    if m is None:
+        return None
+    if m.group(1) is not None:
+        return f"{prefix}.blocks.{m.group(1)}.conv.conv.{m.group(2)}"
+    return f"{prefix}.blocks.{m.group(3)}.{_FFD[m.group(4)]}.{m.group(5)}"
+
+
+def _map_published_key(k: str) -> str | None:
+    if k in ("latent_bottleneck.phi", "latent_bottleneck.Q"):
+        return "bottleneck." + k.split(".")[1]
+    if m := re.fullmatch(r"std_layer\.(weight|bias)", k):
+        return f"logvar.{m.group(1)}"
+    if m := re.fullmatch(r"(encoder|decoder)\.(image|video)_(low|high)_proj\.([01])\.(weight|bias)", k):
+        part, kind, band, idx, p = m.groups()
+        if idx == ("1" if part == "encoder" else "0"):   # the Linear sits after / before a Rearrange
+            return f"{part}.{_PATCH[part]}_{kind}.{band}.{p}"
+        return None
+    if m := re.fullmatch(r"(encoder|decoder)\.(low_layer|high_layer|fusion_layer)\.(.+)", k):
+        return _map_naf(f"{m.group(1)}.{_STACKS[m.group(2)]}", m.group(3))
+    if m := re.fullmatch(r"latent_bottleneck\.(forward_l|backward_l)\.(\d+)\.(.+)", k):
+        return _map_naf(f"bottleneck.steps.{m.group(2)}.{_STACKS[m.group(1)]}", m.group(3))
+    if m := re.fullmatch(r"latent_bottleneck\.(weights|threshold)\.(\d+)", k):
+        return f"bottleneck.steps.{m.group(2)}.{'step_size' if m.group(1) == 'weights' else 'threshold'}"
+    return None
+
+
+def vae_config_from_published_args(args: dict, pixel_scale: float = 0.5) -> VAEConfig:
+    """The VAEConfig of a published checkpoint's `args` (its input range is [-0.5, 0.5])."""
+    if args.get("embedding_dim", 512) != args.get("l_dim", 128) + args.get("h_dim", 384):
+        raise CheckpointError(f"LeanVAE args: embedding_dim {args.get('embedding_dim')} "
+                              f"!= l_dim + h_dim {args.get('l_dim')} + {args.get('h_dim')}")
+    fields = {ours: int(args[theirs]) for theirs, ours in _PUBLISHED_ARGS.items() if theirs in args}
+    return VAEConfig(pixel_scale=pixel_scale, **fields)
+
+
+def leanvae_state_dict_from_published(sd: dict[str, torch.Tensor],
+                                      cfg: VAEConfig | None = None) -> dict[str, torch.Tensor]:
+    """Map a published LeanVAE state dict onto this module's names.
+
+    Accepts the bare `LeanVAE` keys or the Lightning engine's `autoencoder.`-prefixed ones (its
+    LPIPS and discriminator weights are dropped). Raises CheckpointError naming every key it
+    cannot map; with `cfg`, also every key that `LeanVAE(cfg)` expects but `sd` lacks, and
+    every shape that differs.
+    """
+    if any(k.startswith("autoencoder.") for k in sd):
+        sd = {k[len("autoencoder."):]: v for k, v in sd.items()
+              if k.startswith("autoencoder.") or not k.startswith(_TRAINING_ONLY)}
+    out, unexpected = {}, []
+    for k, v in sd.items():
+        ours = _map_published_key(k)
+        if ours is None:
+            unexpected.append(k)
+        else:
+            out[ours] = v
+    problems = [f"unexpected key {k!r}" for k in unexpected]
+    if cfg is not None:
+        with torch.device("meta"):
+            expected = {k: v.shape for k, v in LeanVAE(cfg).state_dict().items()}
+        problems += [f"missing key {k!r}" for k in expected if k not in out]
+        problems += [f"shape of {k!r}: checkpoint {tuple(out[k].shape)}, model {tuple(s)}"
+                     for k, s in expected.items() if k in out and out[k].shape != s]
+    if problems:
+        raise CheckpointError("published LeanVAE state dict does not fit: " + "; ".join(problems))
+    return out
+
+
+def load_published_leanvae(path: str, map_location: str | torch.device = "cpu") -> LeanVAE:
+    """Build a LeanVAE from a released checkpoint (`LeanVAE-dim16.ckpt`, `LeanVAE-dim4.ckpt`)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint not found: {path}") from e
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise CheckpointError(f"cannot read LeanVAE checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: expected a dict with 'args' and 'state_dict'")
+    args = ckpt.get("args") or {}
+    cfg = vae_config_from_published_args(vars(args) if not isinstance(args, dict) else args)
+    sd = leanvae_state_dict_from_published(ckpt["state_dict"], cfg)
+    with torch.device("meta"):
+        vae = LeanVAE(cfg)
+    vae.load_state_dict(sd, strict=True, assign=True)
+    return vae.eval()
