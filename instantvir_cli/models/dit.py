@@ -22,9 +22,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .layers import (
     MLP,
@@ -192,7 +191,7 @@ class DiT(nn.Module):
     def embed(self, z: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
         """Patchify latents: (B, C, T', h, w) -> tokens (B, L, D) and grid (F, h', w')."""
         pt, ph, pw = self.config.patch
-        B, C, T, h, w = z.shape
+        _, C, T, h, w = z.shape
         if C != self.config.in_channels or T % pt or h % ph or w % pw:
             raise ValueError(
                 f"latent shape {tuple(z.shape)} does not fit: need C={self.config.in_channels} "

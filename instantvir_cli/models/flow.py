@@ -13,7 +13,7 @@ network, schedule and sampler).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -16,9 +16,8 @@ affine (except the optional cross-attention norm); q/k RMSNorm over the whole wi
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 #################################################################################
 #                              adaLN modulation                                  #
@@ -120,7 +119,7 @@ def rope_angles(
         cos, sin: (L, hd/2) float32 with L = frames * height * width, frame-major.
     """
     dt, dh, dw = rope_split(head_dim)
-    ar = lambda n, s=0: torch.arange(s, s + n, device=device)  # noqa: E731
+    ar = lambda n, s=0: torch.arange(s, s + n, device=device)
     at = _axis_angles(ar(frames, frame_start), dt, theta)               # (F, dt/2)
     ah = _axis_angles(ar(height), dh, theta)                            # (h, dh/2)
     aw = _axis_angles(ar(width), dw, theta)                             # (w, dw/2)

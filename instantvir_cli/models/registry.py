@@ -34,13 +34,13 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError
 from .dit import DIT_PRESETS, DiT, DiTConfig
@@ -233,7 +233,7 @@ def wan_config_from_state_dict(sd: Mapping[str, Tensor], heads: int | None = Non
     """
     sd = _strip_wrappers(sd)
     layout = detect_wan_layout(sd)
-    k = lambda ours: sd[wan_key(ours, layout)]  # noqa: E731
+    k = lambda ours: sd[wan_key(ours, layout)]
     try:
         w = k("patch_embed.weight")
         dim, cin, patch = w.shape[0], w.shape[1], tuple(w.shape[2:])
@@ -382,7 +382,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as err:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({err})") from err
     if HEADER_KEY not in meta:
         raise CheckpointError(f"{path}: a .safetensors file without a vir header (foreign weights?)")
@@ -403,7 +403,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     header = read_header(path)
     try:
         flat = load_file(str(path), device=str(device))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise CheckpointError(f"{path}: cannot read tensors ({err})") from err
     modules: dict[str, dict[str, Tensor]] = {name: {} for name in header.get("modules", {})}
     for key, v in flat.items():
@@ -458,14 +458,14 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
             return load_file(str(path))
     except CheckpointError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise CheckpointError(f"{path}: cannot read weights ({err})") from err
     if path.suffix in FOREIGN_SUFFIXES:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*pickle protocol.*")
                 obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - UnpicklingError and friends
+        except Exception as err:
             lines = [ln.strip() for ln in str(err).splitlines()]
             why = next((ln for ln in lines if "Unsupported" in ln or "error:" in ln), type(err).__name__)
             raise CheckpointError(
@@ -531,7 +531,7 @@ def find_checkpoint(explicit: str | Path | None = None) -> Path:
         if p.is_file():
             return p
         raise CheckpointError(f"checkpoint not found: {p} (from ${ENV_CHECKPOINT})")
-    searched = [f"--checkpoint (not given)", f"${ENV_CHECKPOINT} (not set)"]
+    searched = ["--checkpoint (not given)", f"${ENV_CHECKPOINT} (not set)"]
     user = user_checkpoint_dir()
     if found := _pick_in_folder(user):
         return found
@@ -543,9 +543,9 @@ def find_checkpoint(explicit: str | Path | None = None) -> Path:
 
 
 __all__ = [
-    "Checkpoint",
     "FORMAT",
     "WAN_LAYOUTS",
+    "Checkpoint",
     "build_dit",
     "check_state_dict",
     "config_from_dict",

@@ -93,7 +93,7 @@ class KVCache:
     cross: list[tuple[Tensor, Tensor]] | None = None
 
     @classmethod
-    def empty(cls, depth: int, cache_blocks: int | None) -> "KVCache":
+    def empty(cls, depth: int, cache_blocks: int | None) -> KVCache:
         return cls(cache_blocks, [None] * depth, [None] * depth)
 
     @property
@@ -110,7 +110,7 @@ class KVCache:
     def reset_text(self) -> None:
         self.cross = None
 
-    def layer(self, i: int, drop_tokens: int) -> "_LayerCache":
+    def layer(self, i: int, drop_tokens: int) -> _LayerCache:
         return _LayerCache(self, i, drop_tokens)
 
 
@@ -148,7 +148,7 @@ class CausalStudent(DiT):
         self.student_config = student
 
     @classmethod
-    def from_teacher(cls, teacher: DiT, student: StudentConfig = StudentConfig()) -> "CausalStudent":
+    def from_teacher(cls, teacher: DiT, student: StudentConfig = StudentConfig()) -> CausalStudent:
         """A student holding a copy of `teacher`'s weights (same device and dtype)."""
         p = next(teacher.parameters())
         with torch.device(p.device):
@@ -182,7 +182,7 @@ class CausalStudent(DiT):
         Returns:
             v: (B, C, T', h, w).
         """
-        pt, ph, pw = self.config.patch
+        _, ph, pw = self.config.patch
         T, h, w = z.shape[2:]
         mask = self.block_mask(T, (h // ph) * (w // pw), z.device)
         return super().forward(z, t, context, frame_start, mask)

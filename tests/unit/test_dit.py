@@ -55,7 +55,7 @@ def test_forward_shape_and_zero_init_is_identity():
     assert v.shape == z.shape
     assert torch.count_nonzero(v) == 0                                   # adaLN-Zero: v starts at 0
     x, grid = model.embed(z)
-    e, e0 = model.embed_time(500.0, 2, grid[0])
+    _, e0 = model.embed_time(500.0, 2, grid[0])
     rope = model.rope(grid)
     for blk in model.blocks:                                             # every block is the identity
         assert torch.equal(blk(x, e0, rope), x)

@@ -57,7 +57,7 @@ def test_schedule():
 def test_euler_with_exact_velocity_reaches_the_data_point():
     """For data = one point x*, the exact v is (x - x*) / s; the straight path is solved exactly."""
     target = torch.randn(1, 4, 2, 3, 3)
-    net = lambda x, t: (x - target) / (t / 1000.0).view(-1, 1, 1, 1, 1)  # noqa: E731
+    net = lambda x, t: (x - target) / (t / 1000.0).view(-1, 1, 1, 1, 1)
     seen = []
     out = flow.euler_sample(net, torch.randn(1, 4, 2, 3, 3), steps=7, callback=lambda i, x: seen.append(i))
     torch.testing.assert_close(out, target, atol=1e-5, rtol=1e-5)

@@ -278,11 +278,11 @@ def wan_original_state_dict(dim, ffn, text_dim, freq_dim, cin, cout, depth, seed
 
 
 # diffusers' own tiny test config (tests/models/transformers/test_models_transformer_wan.py)
-DIFFUSERS_TINY = dict(
-    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
-    text_dim=16, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-)
+DIFFUSERS_TINY = {
+    "patch_size": (1, 2, 2), "num_attention_heads": 2, "attention_head_dim": 12, "in_channels": 4,
+    "out_channels": 4, "text_dim": 16, "freq_dim": 256, "ffn_dim": 32, "num_layers": 2,
+    "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 32,
+}
 
 
 def diffusers_reference(sd=None):
