@@ -51,7 +51,7 @@ def test_lean16_has_the_published_parameter_count():
 
 def test_presets_are_ordered_by_size():
     n = {name: _param_count(cfg) for name, cfg in VAE_PRESETS.items()}
-    assert n["tiny"] < n["small"] < n["lean4"] / 50
+    assert n["tiny"] < n["small"] < n["base"] < n["lean4"] / 10
     assert vae_config("small", latent_channels=32).latent_channels == 32
     with pytest.raises(ValueError, match="unknown VAE preset 'huge'.*lean16"):
         vae_config("huge")
@@ -277,8 +277,7 @@ def test_key_map_loads_a_random_published_state_dict_exactly(prefix):
     ours = leanvae_state_dict_from_published(sd, cfg)
     vae = LeanVAE(cfg)
     vae.load_state_dict(ours, strict=True)
-    assert len(ours) == len(_published_layout(**{"latent": 4, "l_dim": 8, "h_dim": 16, "sep": 1,
-                                                  "fusion": 1, "iters": 1, "layers": 1}))
+    assert len(ours) == len(_published_layout(4, 8, 16, 1, 1, 1, 1)) == len(vae.state_dict())
     # the tensors land where they belong
     assert torch.equal(vae.encoder.embed_video.high.weight, sd[prefix + "encoder.video_high_proj.1.weight"])
     assert torch.equal(vae.decoder.head_image.low.bias, sd[prefix + "decoder.image_low_proj.0.bias"])
