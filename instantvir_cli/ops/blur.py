@@ -5,7 +5,7 @@ It is the outer product of its normalized 1-D profile, so pad-then-convolve is e
 y = B_H x B_W^T with one N x N matrix per axis, B = (1-D convolution) . (reflect padding).
 Building B with index maps makes any frame size work (repeated mirroring when the frame is
 smaller than the kernel), and AT = B_H^T y B_W is the exact adjoint (the transpose of the
-padding scatter-adds the border back). B is banded, so it is applied in row tiles.
+padding scatter-adds the border back). B is banded, so it is applied in row tiles (ops.base.Banded).
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ import numpy as np
 import torch
 
 from instantvir_cli.errors import UsageError
-from instantvir_cli.ops.base import MatrixCache, Operator, check_sigma, check_video, reflect_index
-
-TILE = 96  # rows per tile of the banded matmul
-
+from instantvir_cli.ops.base import MatrixCache, Operator, check_sigma, check_video, reflect_index, separable_apply
 
 def gaussian_kernel_1d(size: int, sigma: float) -> np.ndarray:
     """Normalized 1-D profile exp(-u^2 / 2 sigma^2), u = -(size-1)/2 .. (size-1)/2 (float64)."""
@@ -44,32 +41,6 @@ def blur_matrix(n: int, size: int, sigma: float) -> np.ndarray:
     m = np.zeros((n, n), dtype=np.float64)
     np.add.at(m, (rows, cols), np.tile(g, n))
     return m
-
-
-def _tiles(m: torch.Tensor, tile: int = TILE) -> list[tuple[int, int, int, int]]:
-    """Row tiles (r0, r1, c0, c1) of matrix m with its nonzero columns in [c0, c1)."""
-    nz = (m != 0).cpu().numpy()
-    out = []
-    for r0 in range(0, m.shape[0], tile):
-        r1 = min(r0 + tile, m.shape[0])
-        cols = np.flatnonzero(nz[r0:r1].any(0))
-        c0, c1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
-        out.append((r0, r1, c0, c1))
-    return out
-
-
-def banded_left(m: torch.Tensor, x: torch.Tensor, tiles) -> torch.Tensor:
-    """m @ x along dim -2 for a banded m: (..., N, W) -> (..., n, W)."""
-    if tiles is None:
-        return torch.matmul(m, x)
-    return torch.cat([torch.matmul(m[r0:r1, c0:c1], x[..., c0:c1, :]) for r0, r1, c0, c1 in tiles], dim=-2)
-
-
-def banded_right(x: torch.Tensor, m: torch.Tensor, tiles) -> torch.Tensor:
-    """x @ m^T along dim -1 for a banded m: (..., H, N) -> (..., H, n)."""
-    if tiles is None:
-        return torch.matmul(x, m.transpose(0, 1))
-    return torch.cat([torch.matmul(x[..., c0:c1], m[r0:r1, c0:c1].transpose(0, 1)) for r0, r1, c0, c1 in tiles], dim=-1)
 
 
 class GaussianBlur(Operator):
@@ -97,28 +68,20 @@ class GaussianBlur(Operator):
         self.sigma_y = check_sigma(sigma_y)
         self._mats = MatrixCache(lambda n, t: blur_matrix(n, self.kernel_size, self.sigma).T.copy() if t else
                                  blur_matrix(n, self.kernel_size, self.sigma))
-        self._tile_cache: dict[tuple[int, bool], Any] = {}
 
     def kernel(self) -> torch.Tensor:
         """The 2-D kernel (k, k), float64."""
         return torch.from_numpy(gaussian_kernel_2d(self.kernel_size, self.sigma))
 
-    def _mat(self, n: int, like: torch.Tensor, transpose: bool = False):
-        """B (or B^T) for an axis of length n, with its row tiles (None: apply densely)."""
-        m = self._mats.get((n, transpose), like)
-        if (n, transpose) not in self._tile_cache:
-            self._tile_cache[(n, transpose)] = _tiles(m) if n > 2 * TILE else None
-        return m, self._tile_cache[(n, transpose)]
-
     def A(self, x: torch.Tensor) -> torch.Tensor:
         check_video(x)
-        (bh, th), (bw, tw) = self._mat(x.shape[-2], x), self._mat(x.shape[-1], x)
-        return banded_right(banded_left(bh, x, th), bw, tw)  # (B, C, T, H, W)
+        H, W = x.shape[-2:]
+        return separable_apply(x, self._mats.get((H, False), x), self._mats.get((W, False), x))  # (B, C, T, H, W)
 
     def AT(self, y: torch.Tensor) -> torch.Tensor:
         check_video(y, "y")
-        (bh, th), (bw, tw) = self._mat(y.shape[-2], y, True), self._mat(y.shape[-1], y, True)
-        return banded_right(banded_left(bh, y, th), bw, tw)  # (B, C, T, H, W)
+        H, W = y.shape[-2:]
+        return separable_apply(y, self._mats.get((H, True), y), self._mats.get((W, True), y))  # (B, C, T, H, W)
 
     def init(self, y: torch.Tensor) -> torch.Tensor:
         return y
