@@ -9,6 +9,7 @@ never at the target) and the next writer to that folder removes it.
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import re
 import signal
@@ -273,7 +274,7 @@ class VideoWriter:
         copies, sources, supported = {}, [], self._container.supported_codecs
         for s in self.reader.side_streams():
             name = s.codec_context.name if s.codec_context else "unknown"
-            if name not in supported:
+            if name not in supported or not _can_mux(self._container.format.name, s):
                 self._warn(f"dropping {s.type} stream #{s.index} ({name}): {self.path.suffix} files can't hold it"
                            + ("; use .mkv to keep it" if s.type == "subtitle" else ""))
                 continue
@@ -396,6 +397,24 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def _can_mux(format_name: str, stream: av.stream.Stream) -> bool:
+    """Whether a `format_name` file accepts a copy of `stream` (a header written to memory decides:
+    `supported_codecs` lists some codecs the muxer then refuses, e.g. Opus or FLAC in .mov)."""
+    scratch = av.open(io.BytesIO(), mode="w", format=format_name)
+    try:
+        out = scratch.add_stream_from_template(stream)
+        out.time_base = stream.time_base
+        scratch.start_encoding()
+        return True
+    except (ValueError, av.error.FFmpegError):
+        return False
+    finally:
+        try:
+            scratch.close()
+        except (ValueError, av.error.FFmpegError):
+            pass
 
 
 def _unlink(path: Path) -> None:

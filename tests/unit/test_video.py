@@ -283,6 +283,17 @@ def test_stopping_early_trims_copied_audio(clip_testsrc_audio, tmp_path):
     assert 0.75 <= audio[-1][0] <= 0.8 + 1e-6 and len(frame_times(out)) == 20
 
 
+def test_audio_the_container_cant_hold_is_dropped(tmp_path):
+    opus = media.generate("opus_audio.mkv", media._src("64x48", "10", 1) + media._sine(1) + media.X264
+                          + ["-c:a", "libopus", "-b:a", "32k"])
+    out = tmp_path / "out.mov"
+    warnings = copy_video(opus, out)
+    assert len(warnings) == 1 and "opus" in warnings[0] and ".mov" in warnings[0]
+    assert not probe(out).has_audio and probe(out).frames == 10
+    mp4 = tmp_path / "out.mp4"  # MP4 does hold Opus
+    assert copy_video(opus, mp4) == [] and packets(mp4, "audio") == packets(opus, "audio")
+
+
 def test_no_stream_copy(clip_testsrc_audio, tmp_path):
     out = tmp_path / "silent.mp4"
     copy_video(clip_testsrc_audio, out, EncodeOptions(preset="ultrafast", copy_streams=False))
