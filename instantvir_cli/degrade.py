@@ -1,4 +1,4 @@
-"""`vir degrade`: apply an operator y = A(x) + sigma_y n to a video, streaming, and record it.
+r"""`vir degrade`: apply an operator y = A(x) + sigma_y n to a video, streaming, and record it.
 
     in.mp4 -> decode -> crop (sr4x: to a multiple of 4) -> A + noise -> encode (lossless) -> out
                                                           \-> out.vir.json (the exact operator)
