@@ -144,6 +144,7 @@ class VAEStreamState:
     first: bool = True          # the next chunk starts the clip: its frame 0 takes the image path
     frames: int = 0             # frames consumed: pixel frames (encode) or latent frames (decode)
     direction: str = ""         # "encode" or "decode", fixed by the first call
+    grid: tuple[int, ...] = ()  # (B, h, w) of the token frames, fixed by the first call
     cache: dict[str, torch.Tensor] = field(default_factory=dict)  # conv name -> (B, 2, h, w, D) input frames
 
     @property
@@ -165,13 +166,7 @@ class CausalConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
         B, T, h, w, D = x.shape
-        if state.first:
-            head = x.new_zeros(B, 2, h, w, D)                                 # (B, 2, h, w, D)
-        else:
-            head = state.cache[self.name]
-            if head.shape != (B, 2, h, w, D):
-                raise ValueError(f"stream chunk of shape {tuple(x.shape)} does not continue "
-                                 f"the cached frames of shape {tuple(head.shape)}")
+        head = x.new_zeros(B, 2, h, w, D) if state.first else state.cache[self.name]
         x = torch.cat([head, x], dim=1)                                       # (B, 2+T, h, w, D)
         state.cache[self.name] = x[:, -2:]  # a view: keeps this small buffer, saves a copy
         # channels-last in memory is channels_last_3d for the conv: no layout copies
@@ -369,15 +364,20 @@ class LeanVAE(nn.Module):
             raise ValueError(f"stream chunks after the first need a positive multiple of {tf} frames, got {T}")
 
     @staticmethod
-    def _begin(state: VAEStreamState, direction: str):
+    def _begin(state: VAEStreamState, direction: str, grid: tuple[int, ...]):
+        # checked before anything runs, so a refused chunk leaves the state as it was
         if state.direction not in ("", direction):
             raise ValueError(f"this VAEStreamState belongs to a {state.direction} stream, not {direction}")
-        state.direction = direction
+        if not state.first and grid != state.grid:
+            raise ValueError(f"a chunk with (batch, latent height, latent width) {grid} does not "
+                             f"continue a stream of {state.grid}")
+        state.direction, state.grid = direction, grid
 
     def _encode(self, x: torch.Tensor, state: VAEStreamState, logvar: bool = False):
         """Posterior mean (and log-variance) of the next chunk, each (B, d, T', h, w)."""
-        self._begin(state, "encode")
         self._check_pixels(x, state)
+        sf = self.cfg.space_factor
+        self._begin(state, "encode", (x.shape[0], x.shape[3] // sf, x.shape[4] // sf))
         means, logvars, t = [], [], 0
         while t < x.shape[2]:
             n = 1 if state.first else self.cfg.time_factor                   # pixel frames of this latent frame
@@ -390,12 +390,12 @@ class LeanVAE(nn.Module):
 
     def _decode(self, z: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
         """Pixels (B, C, T, H, W) of the next latent frames z: (B, d, n, h, w)."""
-        self._begin(state, "decode")
         cfg = self.cfg
         if z.ndim != 5 or z.shape[1] != cfg.latent_channels or z.shape[2] == 0:
             raise ValueError(f"expected latents (B, {cfg.latent_channels}, T', h, w) with T' >= 1, "
                              f"got {tuple(z.shape)}")
         B, _, n, h, w = z.shape
+        self._begin(state, "decode", (B, h, w))
         T = n * cfg.time_factor - (cfg.time_factor - 1 if state.first else 0)
         x = z.new_empty(B, cfg.in_channels, T, h * cfg.space_factor, w * cfg.space_factor)
         t = 0

@@ -85,14 +85,16 @@ def test_bad_inputs_raise_clear_errors():
         vae.encode(torch.zeros(1, 1, 5, 16, 16))
     with pytest.raises(ValueError, match="expected latents"):
         vae.decode(torch.zeros(1, 16, 2, 2, 2))
-    state = VAEStreamState()
-    vae.encode_stream(_clip(5), state)
+    x, state = _clip(9), VAEStreamState()
+    z0 = vae.encode_stream(x[:, :, :5], state)
     with pytest.raises(ValueError, match="positive multiple of 4 frames, got 3"):
         vae.encode_stream(_clip(3), state)
-    with pytest.raises(ValueError, match="does not continue"):
+    with pytest.raises(ValueError, match="\\(2, 3, 3\\) does not continue a stream of \\(2, 2, 3\\)"):
         vae.encode_stream(_clip(4, H=24), state)
     with pytest.raises(ValueError, match="encode stream, not decode"):
         vae.decode_stream(torch.zeros(2, 4, 1, 2, 3), state)
+    # a refused chunk leaves the stream intact
+    assert torch.equal(torch.cat([z0, vae.encode_stream(x[:, :, 5:], state)], dim=2), vae.encode(x))
 
 
 # ----------------------------------------------------------------------------- streaming
