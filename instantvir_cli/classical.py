@@ -217,7 +217,11 @@ class WienerTVDeblur(FrameRestorer):
         H, W = y.shape[-2:]
         LH, LW, top, left, ih, iw, K, G = self._plan(H, W, y)
         var = noise_var(self.op)
-        yp = y.index_select(-2, ih).index_select(-1, iw)  # (B, C, T, LH, LW)
+        bottom, right = LH - H - top, LW - W - left
+        if max(top, bottom) < H and max(left, right) < W:  # one mirror suffices: F.pad is faster
+            yp = F.pad(y.reshape(-1, H, W), (left, right, top, bottom), mode="reflect").view(*y.shape[:-2], LH, LW)
+        else:
+            yp = y.index_select(-2, ih).index_select(-1, iw)  # (B, C, T, LH, LW)
         KY = torch.fft.rfft2(yp) * K
         x = torch.fft.irfft2(KY / (K * K + p.wiener_weight * var * G), s=(LH, LW))
         if p.tv_iters > 0:
@@ -239,8 +243,8 @@ class WienerTVDeblur(FrameRestorer):
         ux, uy = torch.zeros_like(gx), torch.zeros_like(gy)
         for _ in range(iters):
             vx, vy = gx.add_(ux), gy.add_(uy)
-            mag = torch.sqrt(vx * vx + vy * vy).clamp_(min=1e-12)
-            shrink = mag.reciprocal_().mul_(-lam / rho).add_(1.0).clamp_(min=0.0)  # (..., LH, LW)
+            mag = torch.hypot(vx, vy).clamp_(min=1e-12)
+            shrink = torch.div(-lam / rho, mag).add_(1.0).clamp_(min=0.0)  # (..., LH, LW)
             keep = 1 - shrink
             ux, uy = vx * keep, vy * keep
             f = shrink.mul_(2).sub_(1)  # 2 s - 1
@@ -307,28 +311,21 @@ def normalized_convolution(v: torch.Tensor, m: torch.Tensor, g: list[float], tau
     return est
 
 
-def _grad_t_grad(v: torch.Tensor) -> torch.Tensor:
-    """D^T D v for forward differences inside the frame (Neumann boundary): (N, C, H, W)."""
-    gx, gy = v[..., :, 1:] - v[..., :, :-1], v[..., 1:, :] - v[..., :-1, :]
-    out = torch.zeros_like(v)
-    out[..., :, 1:] += gx
-    out[..., :, :-1] -= gx
-    out[..., 1:, :] += gy
-    out[..., :-1, :] -= gy
-    return out
+def _neighbour_sum(p: torch.Tensor) -> torch.Tensor:
+    """Sum of the 4 neighbours of the interior of a 1-pixel-padded (..., H+2, W+2) tensor."""
+    out = p[..., :-2, 1:-1] + p[..., 2:, 1:-1]
+    return out.add_(p[..., 1:-1, :-2]).add_(p[..., 1:-1, 2:])
 
 
-def _lap_t_lap(v: torch.Tensor) -> torch.Tensor:
-    """L^T L v for the 5-point Laplacian L taken on interior pixels only: (N, C, H, W)."""
-    lap = v[..., :-2, 1:-1] + v[..., 2:, 1:-1]
-    lap.add_(v[..., 1:-1, :-2]).add_(v[..., 1:-1, 2:]).add_(v[..., 1:-1, 1:-1], alpha=-4.0)
-    out = torch.zeros_like(v)
-    out[..., :-2, 1:-1] += lap
-    out[..., 2:, 1:-1] += lap
-    out[..., 1:-1, :-2] += lap
-    out[..., 1:-1, 2:] += lap
-    out[..., 1:-1, 1:-1].add_(lap, alpha=-4.0)
-    return out
+def smoothness_op(v: torch.Tensor, a: float) -> torch.Tensor:
+    """(L^T L + a D^T D) v on (N, C, H, W): the normal operator of |lap v|^2 + a |grad v|^2.
+
+    D: forward differences inside the frame, so D^T D = -(Neumann Laplacian).
+    L: the 5-point Laplacian at interior pixels only, so L^T spreads it back with zeros outside.
+    """
+    lap_n = _neighbour_sum(F.pad(v, (1, 1, 1, 1), mode="replicate")).add_(v, alpha=-4.0)  # Neumann
+    p = F.pad(lap_n[..., 1:-1, 1:-1], (2, 2, 2, 2))  # interior Laplacian, zero outside
+    return _neighbour_sum(p).add_(p[..., 1:-1, 1:-1], alpha=-4.0).add_(lap_n, alpha=-a)
 
 
 class NormalizedConvInpaint(FrameRestorer):
@@ -354,13 +351,13 @@ class NormalizedConvInpaint(FrameRestorer):
         g = (g / g.sum()).tolist()
         v = yf * m
         est = normalized_convolution(v, m, g, p.tau, p.max_levels)
-        if self.op.sigma_y > 0:
-            x = self._cg(est, v, m, p, soft=p.data_weight / noise_var(self.op))
+        refine = p.cg_iters > 0 and min(H, W) >= 3
+        if self.op.sigma_y > 0:  # noisy observations: smooth them too
+            x = self._cg(est, v, m, p, soft=p.data_weight / noise_var(self.op)) if refine else est
         else:
             x = v + (1 - m) * est
-            if p.cg_iters > 0 and min(H, W) >= 3:
-                x = self._cg(x, v, m, p)
-                x = v + (1 - m) * x  # observed pixels exactly as measured
+            if refine:
+                x = v + (1 - m) * self._cg(x, v, m, p)  # observed pixels exactly as measured
         return x.reshape(B, T, C, H, W).transpose(1, 2)  # (B, C, T, H, W)
 
     @staticmethod
@@ -375,7 +372,7 @@ class NormalizedConvInpaint(FrameRestorer):
         free = (1 - m) if soft is None else None
 
         def Q(d):
-            q = _lap_t_lap(d).add_(_grad_t_grad(d), alpha=a)
+            q = smoothness_op(d, a)
             return q.mul_(free) if soft is None else q.addcmul_(m, d, value=soft)
 
         def dot(u, w):

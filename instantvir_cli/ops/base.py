@@ -21,7 +21,16 @@ class Operator(ABC):
     """A known linear degradation with additive Gaussian noise of std `sigma_y` on [-1, 1]."""
 
     task: ClassVar[str]
-    sigma_y: float = 0.0
+    _sigma_y: float = 0.0
+
+    @property
+    def sigma_y(self) -> float:
+        """Std of the measurement noise on [-1, 1] (0: noiseless); settable, checked >= 0."""
+        return self._sigma_y
+
+    @sigma_y.setter
+    def sigma_y(self, value: float) -> None:
+        self._sigma_y = check_sigma(value)
 
     @abstractmethod
     def A(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +74,8 @@ class Operator(ABC):
         return y
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.to_dict()})"
+        d = {k: v for k, v in self.to_dict().items() if k != "mask_bits"}
+        return f"{type(self).__name__}({d})"
 
 
 def check_video(x: torch.Tensor, what: str = "x") -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from instantvir_cli.errors import UsageError
-from instantvir_cli.ops.base import MatrixCache, Operator, check_sigma, check_video, reflect_index, separable_apply
+from instantvir_cli.ops.base import MatrixCache, Operator, check_video, reflect_index, separable_apply
 
 def gaussian_kernel_1d(size: int, sigma: float) -> np.ndarray:
     """Normalized 1-D profile exp(-u^2 / 2 sigma^2), u = -(size-1)/2 .. (size-1)/2 (float64)."""
@@ -65,7 +65,7 @@ class GaussianBlur(Operator):
             raise UsageError(f"blur sigma must be > 0, got {sigma}")
         self.height, self.width = height, width
         self.kernel_size, self.sigma = int(kernel_size), float(sigma)
-        self.sigma_y = check_sigma(sigma_y)
+        self.sigma_y = sigma_y
         self._mats = MatrixCache(lambda n, t: blur_matrix(n, self.kernel_size, self.sigma).T.copy() if t else
                                  blur_matrix(n, self.kernel_size, self.sigma))
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from instantvir_cli.errors import ConfigError, MaskInvalid, UsageError
-from instantvir_cli.ops.base import Operator, check_sigma, check_video
+from instantvir_cli.ops.base import Operator, check_video
 
 
 def random_mask(height: int, width: int, ratio: float = 0.5, seed: int = 0) -> torch.Tensor:
@@ -81,7 +81,7 @@ class Inpaint(Operator):
         mask_file: str | None = None,
         mask_sha256: str | None = None,
     ) -> None:
-        self.sigma_y = check_sigma(sigma_y)
+        self.sigma_y = sigma_y
         self.mask_file, self.mask_sha256 = mask_file, mask_sha256
         if mask is None:
             if height is None or width is None or height < 1 or width < 1:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from instantvir_cli.errors import UsageError
-from instantvir_cli.ops.base import MatrixCache, Operator, check_sigma, check_video, separable_apply
+from instantvir_cli.ops.base import MatrixCache, Operator, check_video, separable_apply
 
 KERNELS = ("area", "bicubic")
 
@@ -80,7 +80,7 @@ class SR(Operator):
         self.height, self.width = height, width
         if height is not None and width is not None:
             self._check(height, width)
-        self.sigma_y = check_sigma(sigma_y)
+        self.sigma_y = sigma_y
         self._down = MatrixCache(self.down_matrix)
         self._down_t = MatrixCache(lambda n: self.down_matrix(n).T.copy())
         self._up = MatrixCache(self.up_matrix)
@@ -114,7 +114,9 @@ class SR(Operator):
         check_video(y, "y")
         s = self.scale
         if self.kernel == "area":
-            return y.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1) / (s * s)  # (B, C, T, H, W)
+            h, w = y.shape[-2:]
+            up = (y / (s * s))[..., :, None, :, None].expand(*y.shape[:-2], h, s, w, s)
+            return up.reshape(*y.shape[:-2], h * s, w * s)  # (B, C, T, H, W)
         dh, dw = self._down_t.get((s * y.shape[-2],), y), self._down_t.get((s * y.shape[-1],), y)
         return separable_apply(y, dh, dw)
 

@@ -108,11 +108,13 @@ def test_shapes_batch_and_empty():
     assert r.flush().shape == (2, 3, 0, 32, 48)
 
 
-def test_small_frames():
+@pytest.mark.parametrize("size", [(5, 7), (2, 9), (1, 6)])
+@pytest.mark.parametrize("sigma_y", [0.0, 0.05])
+def test_small_frames(size, sigma_y):
     for task in ("inpaint", "deblur"):
-        op = build_operator(task, 5, 7)
-        x = classical_restorer(op).push(torch.rand(1, 3, 2, 5, 7) * 2 - 1)
-        assert x.shape == (1, 3, 2, 5, 7) and torch.isfinite(x).all()
+        op = build_operator(task, *size, sigma_y=sigma_y)
+        x = classical_restorer(op).push(torch.rand(1, 3, 2, *size) * 2 - 1)
+        assert x.shape == (1, 3, 2, *size) and torch.isfinite(x).all()
 
 
 def test_factory_and_params():
