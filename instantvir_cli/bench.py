@@ -26,7 +26,14 @@ from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe,
 
 @dataclass
 class SpeedReport:
-    """End-to-end timing of one restore run at a given size (JSON-ready via `as_dict`)."""
+    """End-to-end timing of one restore run at a given size (JSON-ready via `as_dict`).
+
+    e2e_fps: frames / wall time of the whole restore (decode, restore, encode).
+    model_fps: frames / time inside the restorer (for InstantViR: init, VAE encode, student,
+        VAE decode, consistency; `stages` has each).
+    passthrough_fps: a plain decode + encode of the clean clip with the same encoder settings.
+    model: what was timed: "classical", "checkpoint:<path>" or "random:<dit>+<vae>".
+    """
 
     task: str
     model: str
@@ -35,11 +42,14 @@ class SpeedReport:
     height: int
     frames: int
     e2e_fps: float
+    model_fps: float
     seconds: float
     first_frame_s: float | None
+    peak_rss_mb: float
     stages: dict[str, float]
     passthrough_fps: float
     threads: int = field(default_factory=torch.get_num_threads)
+    compare: dict[str, float | str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +101,8 @@ def bench_speed(
     opts: RestoreOptions,
     encode: EncodeOptions,
     on_progress: Callable[[int, int | None], None] | None = None,
+    compare_with: tuple[str, ...] = (),
+    dps_steps: int = 50,
 ) -> SpeedReport:
     """Time `vir restore` end to end on a generated `width` x `height` clip of `frames` frames.
 
@@ -98,6 +110,7 @@ def bench_speed(
     """
     if task == "sr4x" and (width % 4 or height % 4):
         raise UsageError(f"sr4x needs a resolution divisible by 4, got {width}x{height}")
+    model = describe_model(opts)  # fails fast when there is no checkpoint
     with tempfile.TemporaryDirectory(prefix="vir-bench-") as tmp:
         work = Path(tmp)
         clean = work / "clean.mp4"
@@ -108,20 +121,113 @@ def bench_speed(
             degraded, work / "restored.mp4", RestoreOptions(**{**asdict(opts), "task": task}), encode,
             on_progress=on_progress,
         )
+        peak = peak_rss_mb()
         base = passthrough_fps(clean, encode, work)
+        compare: dict[str, float | str] = {}
+        if "dps" in compare_with:
+            compare.update(compare_dps(degraded, task, opts, dps_steps, report.fps))
+        if "wan-vae" in compare_with:
+            compare.update(compare_wan_vae(width, height, frames, opts.vae or _vae_of(opts)))
+    restore_s = report.stages.get("restore", 0.0)
     return SpeedReport(
         task=task,
-        model=opts.model,
+        model=model,
         device=opts.device,
         width=width,
         height=height,
         frames=report.frames,
         e2e_fps=report.fps,
+        model_fps=report.frames / restore_s if restore_s > 0 else float("nan"),
         seconds=report.seconds,
         first_frame_s=report.first_frame_s,
-        stages=report.stages.as_dict(),
+        peak_rss_mb=peak,
+        stages=report.stages,
         passthrough_fps=base,
+        compare=compare,
     )
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def describe_model(opts: RestoreOptions) -> str:
+    """What a bench run timed: classical, a checkpoint file, or random weights of presets."""
+    if opts.model == "classical":
+        return "classical"
+    if opts.arch or opts.vae:
+        return f"random:{opts.arch or 'small-p4'}+{opts.vae or 'small'}"
+    from instantvir_cli.models.registry import find_checkpoint
+
+    return f"checkpoint:{find_checkpoint(opts.checkpoint)}"
+
+
+def _vae_of(opts: RestoreOptions) -> str:
+    """The VAE preset name of the checkpoint bench times (for --compare wan-vae)."""
+    from instantvir_cli.models.registry import find_checkpoint, read_header
+
+    if opts.model == "classical":
+        return "small"
+    return read_header(find_checkpoint(opts.checkpoint)).get("vae_preset", "small")
+
+
+def _load_clip(path: Path) -> torch.Tensor:
+    """A whole (short) video as (1, C, T, H, W)."""
+    with VideoReader(path, block_size=64) as reader:
+        return torch.cat([b.x for b in reader], 2)
+
+
+def compare_dps(degraded: Path, task: str, opts: RestoreOptions, steps: int, student_fps: float) -> dict:
+    """Time DPS with `steps` steps and the same teacher architecture on the same input."""
+    from instantvir_cli.dps import dps_restore
+    from instantvir_cli.learned import learned_restorer, random_restorer
+    from instantvir_cli.restore import resolve_operator
+
+    y = _load_clip(degraded)
+    T = y.shape[2]
+    T = 1 + 4 * ((T - 1) // 4)                               # the teacher works on whole VAE clips
+    y = y[:, :, :T].to(opts.device)
+    op, _ = resolve_operator(degraded, probe(degraded), RestoreOptions(task=task))
+    if opts.arch or opts.vae:
+        r = random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device)
+        weights = "random"
+    else:
+        r = learned_restorer(op, opts.checkpoint, device=opts.device)
+        weights = "student weights, bidirectional"
+    teacher = r.student                                       # same architecture; mask-free forward below
+    from instantvir_cli.models.dit import DiT
+
+    t0 = time.perf_counter()
+    dps_restore(op, y, r.vae, lambda z, t: DiT.forward(teacher, z, t), steps=steps)
+    seconds = time.perf_counter() - t0
+    fps = T / seconds
+    return {"dps_fps": fps, "dps_steps": steps, "dps_frames": T, "dps_weights": weights,
+            "speedup_vs_dps": student_fps / fps}
+
+
+def compare_wan_vae(width: int, height: int, frames: int, vae_preset: str) -> dict:
+    """Encode + decode time of Wan2.1's VAE (diffusers, random weights, full-size config) vs ours."""
+    try:
+        from diffusers import AutoencoderKLWan
+    except ImportError:
+        raise UsageError("--compare wan-vae needs diffusers: pip install 'instantvir-cli[ref]'") from None
+    from instantvir_cli.models.vae import LeanVAE, vae_config
+
+    T = 1 + 4 * ((frames - 1) // 4)
+    x = torch.rand(1, 3, T, height - height % 8, width - width % 8) * 2 - 1
+    ours = LeanVAE(vae_config(vae_preset)).eval()
+    wan = AutoencoderKLWan().eval()
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        ours.decode(ours.encode(x))
+        t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        wan.decode(wan.encode(x).latent_dist.mode()).sample
+        t_wan = time.perf_counter() - t0
+    return {"vae": vae_preset, "vae_s": t_ours, "wan_vae_s": t_wan, "vae_frames": T, "vae_speedup": t_wan / t_ours}
 
 
 @torch.inference_mode()

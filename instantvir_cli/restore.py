@@ -42,18 +42,9 @@ class RestoreOptions:
     block_frames: int = 12           # frames per block pushed through the restorer
     device: str = "cpu"
     checkpoint: Path | None = None   # learned model weights (instantvir)
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent in each stage of the stream (decode is time spent waiting for frames)."""
-
-    decode: float = 0.0
-    restore: float = 0.0
-    encode: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {"decode": self.decode, "restore": self.restore, "encode": self.encode}
+    arch: str | None = None          # instantvir with RANDOM weights of this DiT preset (timing only)
+    vae: str | None = None           # ... and of this VAE preset
+    consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's choice)
 
 
 @dataclass
@@ -64,7 +55,7 @@ class RestoreReport:
     frames: int
     seconds: float
     first_frame_s: float | None
-    stages: StageTimes
+    stages: dict[str, float]         # seconds: decode, restore (= the restorer's own stages), encode
     operator: dict
     model: str
     size_in: tuple[int, int]
@@ -133,9 +124,14 @@ def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
 
         return classical_restorer(op)
     if opts.model == "instantvir":
-        from instantvir_cli.learned import learned_restorer
+        from instantvir_cli.learned import learned_restorer, random_restorer
 
-        return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device)
+        if opts.arch or opts.vae:
+            steps = 3 if opts.consistency_steps is None else opts.consistency_steps
+            return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
+                                   consistency_steps=steps)
+        return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device,
+                                consistency_steps=opts.consistency_steps)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
 
 
@@ -160,7 +156,7 @@ def restore_video(
     op, mask_source = resolve_operator(input_path, info, opts, warn)
     out_h, out_w = op.signal_size(info.height, info.width)
     restorer = make_restorer(op, opts)
-    stages = StageTimes()
+    stages = {"decode": 0.0, "restore": 0.0, "encode": 0.0}
     device = torch.device(opts.device)
     frames_out = 0
     first_frame_s = None
@@ -178,7 +174,7 @@ def restore_video(
             pts = [pending_pts.popleft() for _ in range(x.shape[2])]
             t0 = time.perf_counter()
             writer.write(x.float().cpu(), pts)
-            stages.encode += time.perf_counter() - t0
+            stages["encode"] += time.perf_counter() - t0
             if first_frame_s is None:
                 first_frame_s = time.perf_counter() - t_start
             frames_out += x.shape[2]
@@ -189,7 +185,7 @@ def restore_video(
         while True:
             t0 = time.perf_counter()
             block = next(blocks, None)
-            stages.decode += time.perf_counter() - t0
+            stages["decode"] += time.perf_counter() - t0
             if block is None:
                 break
             pending_pts.extend(block.pts)
@@ -198,17 +194,18 @@ def restore_video(
             if mask_source is not None:
                 restorer.op = op.with_mask(mask_source.block(block.index, y.shape[2]).to(device))
             x = restorer.push(y)
-            stages.restore += time.perf_counter() - t0
+            stages["restore"] += time.perf_counter() - t0
             emit(x)
         t0 = time.perf_counter()
         x = restorer.flush()
-        stages.restore += time.perf_counter() - t0
+        stages["restore"] += time.perf_counter() - t0
         emit(x)
         if frames_out == 0:
             raise InputCorrupt(f"no frames could be restored from {input_path}")
         if pending_pts:
             raise InputCorrupt(f"{len(pending_pts)} frames were decoded but not restored")
     seconds = time.perf_counter() - t_start
+    stages.update(getattr(restorer, "timings", {}))
     return RestoreReport(
         output=output_path,
         frames=frames_out,

@@ -28,7 +28,17 @@ def bench(
     resolution: Annotated[str, typer.Option("--resolution", "-r", help="Output frame size WxH to time.")] = "832x480",
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, max=10000, help="Frames in the generated clip.")] = 48,
     task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x | all.")] = "sr4x",
-    model: Annotated[str, typer.Option("--model", "-m", help="Restorer: classical | instantvir.")] = "classical",
+    model: Annotated[str, typer.Option("--model", "-m", help="Restorer: instantvir | classical.")] = "instantvir",
+    arch: Annotated[
+        Optional[str], typer.Option("--arch", help="Time RANDOM weights of this DiT preset (no checkpoint needed).")
+    ] = None,
+    vae: Annotated[Optional[str], typer.Option("--vae", help="... and of this VAE preset (with --arch).")] = None,
+    compare: Annotated[
+        Optional[list[str]],
+        typer.Option("--compare", help="Also time: dps (iterative posterior sampling, same teacher) | wan-vae "
+                     "(Wan2.1's VAE, needs diffusers). Repeatable."),
+    ] = None,
+    dps_steps: Annotated[int, typer.Option("--dps-steps", min=1, max=1000, help="Steps of DPS for --compare dps.")] = 50,
     checkpoint: Annotated[
         Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
     ] = None,
@@ -46,7 +56,7 @@ def bench(
     encoder_opt: enc.Extra = None,
 ) -> None:
     """Time `vir restore` end to end and per stage, or score a restored video (--quality)."""
-    from instantvir_cli.bench import bench_quality, bench_speed, parse_resolution
+    from instantvir_cli.bench import bench_quality, bench_speed, describe_model, parse_resolution
     from instantvir_cli.errors import UsageError
     from instantvir_cli.restore import TASKS, RestoreOptions
     from instantvir_cli.video import EncodeOptions
@@ -64,26 +74,42 @@ def bench(
                 )
             return
         width, height = parse_resolution(resolution)
+        compare = compare or []
+        for c in compare:
+            if c not in ("dps", "wan-vae"):
+                raise UsageError(f"unknown --compare {c!r} (choose dps or wan-vae)")
+        if (arch or vae) and model != "instantvir":
+            raise UsageError("--arch/--vae time the instantvir model: drop --model classical")
         tasks = list(TASKS) if task == "all" else [task]
         if any(t not in TASKS for t in tasks):
             raise UsageError(f"unknown task {task!r} (choose one of: {', '.join(TASKS)}, all)")
         encode = EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, extra=enc.parse_extra(encoder_opt))
         reports = []
         for t in tasks:
-            info(f"timing {t} ({model}) at {width}x{height}, {frames} frames on {STATE.device}")
-            opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device, checkpoint=checkpoint)
+            opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device,
+                                  checkpoint=checkpoint, arch=arch, vae=vae)
+            info(f"timing {t} ({describe_model(opts)}) at {width}x{height}, {frames} frames on {STATE.device}")
             with FrameProgress(f"bench {t}", frames) as bar:
-                reports.append(bench_speed(width, height, frames, t, opts, encode, on_progress=bar))
+                reports.append(bench_speed(width, height, frames, t, opts, encode, on_progress=bar,
+                                           compare_with=tuple(compare), dps_steps=dps_steps))
     if as_json:
         data = [r.as_dict() for r in reports]
         print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
         return
     table = Table(title=f"vir bench {width}x{height}, {frames} frames, {STATE.device}")
-    for col in ("task", "model", "e2e fps", "first frame s", "decode s", "restore s", "encode s", "decode+encode fps"):
-        table.add_column(col, justify="right" if col not in ("task", "model") else "left")
+    table.add_column("")
     for r in reports:
-        table.add_row(
-            r.task, r.model, f"{r.e2e_fps:.1f}", f"{r.first_frame_s or float('nan'):.2f}",
-            *(f"{r.stages.get(k, 0.0):.2f}" for k in ("decode", "restore", "encode")), f"{r.passthrough_fps:.1f}",
-        )
+        table.add_column(r.task, justify="right")
+    rows = [("e2e fps", lambda r: f"{r.e2e_fps:.1f}"), ("model fps", lambda r: f"{r.model_fps:.1f}"),
+            ("first frame s", lambda r: f"{r.first_frame_s or float('nan'):.2f}"),
+            ("peak memory MiB", lambda r: f"{r.peak_rss_mb:.0f}"),
+            ("decode+encode fps", lambda r: f"{r.passthrough_fps:.1f}")]
+    rows += [(f"{k} s", lambda r, k=k: f"{r.stages.get(k, 0.0):.2f}") for k in reports[0].stages]
+    for name, cell in rows:
+        table.add_row(name, *(cell(r) for r in reports))
     out_console.print(table)
+    out_console.print(f"model: {reports[0].model}")
+    for r in reports:
+        if r.compare:
+            out_console.print(f"{r.task}: " + ", ".join(
+                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.compare.items()))

@@ -31,7 +31,9 @@ def restore(
         Optional[str],
         typer.Option("--task", "-t", help="inpaint | deblur | sr4x (default: from IN.vir.json).", show_default=False),
     ] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Restorer: classical | instantvir.")] = "classical",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Restorer: instantvir (the learned model) | classical.")
+    ] = "instantvir",
     mask: Annotated[
         Optional[Path],
         typer.Option("--mask", help="Inpainting keep-mask: image or video of the frame size, non-zero = observed."),
@@ -44,6 +46,11 @@ def restore(
         Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
     ] = None,
     block_frames: Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")] = 12,
+    consistency_steps: Annotated[
+        Optional[int],
+        typer.Option("--consistency-steps", min=0, max=50,
+                     help="instantvir: data-consistency steps after decoding (0 = off; default: the checkpoint's)."),
+    ] = None,
     codec: enc.Codec = "libx264",
     crf: enc.Crf = 18,
     preset: enc.Preset = "medium",
@@ -69,7 +76,7 @@ def restore(
         )
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
-            device=STATE.device, checkpoint=checkpoint,
+            device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps,
         )
         with FrameProgress("restore", None, enabled=progress) as bar:
             report = restore_video(input, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)

@@ -343,7 +343,7 @@ def save_checkpoint(
         if not name or "/" in name:
             raise ValueError(f"module name must be non-empty without '/', got {name!r}")
         for k, v in sd.items():
-            flat[f"{name}/{k}"] = v.detach().to("cpu").contiguous()
+            flat[f"{name}/{k}"] = v.detach().to("cpu").clone().contiguous()  # own storage: modules may share tensors
         modules[name] = {"tensors": len(sd), "params": int(sum(v.numel() for v in sd.values()))}
     full = {
         **dict(header),

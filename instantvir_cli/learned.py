@@ -1,0 +1,250 @@
+"""The InstantViR restorer: measurement -> VAE encode -> ONE student pass per block -> VAE decode.
+
+    y-block -> x0 = op.init(y) -> pad -> VAE.encode_stream -> CausalStudent.step (KV cache)
+            -> VAE.decode_stream -> crop -> data consistency -> x-block
+
+Frames are held until a whole student block of latent frames can be formed: with a 4x
+temporal VAE and 3 latent frames a block, the first block is 1 + 4*2 = 9 frames and every
+later one 12. The tail of a video is padded (last frame repeated) to the VAE's chunk size,
+restored as a short block and cropped back, so every frame count works. Memory is bounded by
+one block plus the student's rolling KV cache and the VAE's two-frame causal state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from instantvir_cli.errors import CheckpointError
+from instantvir_cli.models.registry import (
+    config_from_dict,
+    dit_config,
+    find_checkpoint,
+    load_checkpoint,
+    load_module_state,
+)
+from instantvir_cli.models.student import CausalStudent, StudentConfig
+from instantvir_cli.models.vae import LeanVAE, VAEConfig, VAEStreamState, vae_config
+from instantvir_cli.ops import Operator
+
+STAGES = ("init", "vae_encode", "student", "vae_decode", "consistency")
+
+
+def operator_norm_sq(op: Operator, shape: tuple[int, ...], device: torch.device, iters: int = 20) -> float:
+    """Largest eigenvalue of AT A on frames of `shape` (B, C, 1, H, W), by power iteration."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).to(device)
+    lam = 1.0
+    for _ in range(iters):
+        x = op.AT(op.A(x))
+        lam = float(x.norm())
+        x = x / max(lam, 1e-12)
+    return lam
+
+
+class DataConsistency:
+    """Pull a restored block towards the measurement: exact for inpainting, gradient steps otherwise.
+
+    inpaint (noiseless): x <- M y + (1 - M) x, observed pixels exactly kept.
+    sr4x / deblur: `steps` steps of x <- x - (1/L) AT(A x - y), L = ||AT A|| (for the block
+    average one step is the exact projection onto {A x = y}).
+    """
+
+    def __init__(self, steps: int = 3):
+        self.steps = steps
+        self._lipschitz: dict[tuple, float] = {}
+
+    def __call__(self, op: Operator, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, T, H, W) restored, y: the measurement of those frames, mask: (1, 1, T, H, W)
+        bool keep-mask of those frames (inpainting)."""
+        if self.steps <= 0:
+            return x
+        if op.task == "inpaint":
+            # with noise the observed pixels are not the truth: keep the model's estimate
+            return torch.where(mask, y, x) if op.sigma_y == 0 else x
+        key = (op.task, x.shape[-2], x.shape[-1], x.device.type)
+        if key not in self._lipschitz:
+            self._lipschitz[key] = operator_norm_sq(op, (1, 1, 1, *x.shape[-2:]), x.device)
+        step = 1.0 / self._lipschitz[key]
+        for _ in range(self.steps):
+            x = x - step * op.AT(op.A(x) - y)
+        return x
+
+
+class InstantViRRestorer:
+    """Streaming InstantViR restorer (implements `instantvir_cli.restorer.Restorer`).
+
+    Args:
+        op: the operator to undo (its `op` attribute may be swapped per block for mask videos).
+        vae: the student-side LeanVAE (eval mode).
+        student: the causal one-step student.
+        consistency_steps: data-consistency steps after decoding (0 = off).
+        context: optional text embeddings (B, Lc, text_dim) for a text-conditioned student.
+    """
+
+    name = "instantvir"
+
+    def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, consistency_steps: int = 3,
+                 context: torch.Tensor | None = None):
+        self.op = op
+        self.vae, self.student = vae, student
+        self.context = context
+        self.consistency = DataConsistency(consistency_steps)
+        vc, sc = vae.cfg, student.student_config
+        self.tf = vc.time_factor
+        self.multiple = vc.space_factor * max(student.config.patch[1], student.config.patch[2])
+        self.first_frames = 1 + self.tf * (sc.block_frames - 1)   # pixel frames of the first block
+        self.next_frames = self.tf * sc.block_frames              # ... of every later block
+        self.timings = {k: 0.0 for k in STAGES}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new video: empty buffers, fresh VAE states and KV cache."""
+        self._y: list[torch.Tensor] = []
+        self._x0: list[torch.Tensor] = []
+        self._m: list[torch.Tensor] = []      # inpainting keep-masks of the held frames
+        self._held = 0
+        self._enc = VAEStreamState()
+        self._dec = VAEStreamState()
+        self._cache = self.student.new_cache()
+        self._started = False
+        self._out_shape: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _tick(self, stage: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        self.timings[stage] += t1 - t0
+        return t1
+
+    def _take(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The first n held frames: y, x0 and the keep-mask (None unless inpainting)."""
+        y, x0 = torch.cat(self._y, 2), torch.cat(self._x0, 2)
+        self._y, self._x0 = [y[:, :, n:]], [x0[:, :, n:]]
+        m = None
+        if self._m:
+            m = torch.cat(self._m, 2)
+            self._m, m = [m[:, :, n:]], m[:, :, :n]
+        self._held -= n
+        return y[:, :, :n], x0[:, :, :n], m
+
+    def _pad_space(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        ph, pw = (-H) % self.multiple, (-W) % self.multiple
+        if ph == 0 and pw == 0:
+            return x
+        B, C, T = x.shape[:3]
+        flat = x.reshape(B, C * T, H, W)
+        flat = F.pad(flat, (0, pw, 0, ph), mode="replicate")
+        return flat.reshape(B, C, T, H + ph, W + pw)
+
+    def _run_block(self, y: torch.Tensor, x0: torch.Tensor, m: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """Restore `frames` real frames; y, x0 may hold padding frames after them."""
+        H, W = x0.shape[-2:]
+        t0 = time.perf_counter()
+        x_in = self._pad_space(x0)
+        z_in = self.vae.encode_stream(x_in, self._enc)                  # (B, d, n, h, w)
+        t0 = self._tick("vae_encode", t0)
+        z_hat = self.student.step(z_in, self._cache, self.context)      # (B, d, n, h, w)
+        t0 = self._tick("student", t0)
+        x = self.vae.decode_stream(z_hat, self._dec)[..., :H, :W]       # (B, C, T, H, W)
+        t0 = self._tick("vae_decode", t0)
+        x, y = x[:, :, :frames], y[:, :, :frames]
+        x = self.consistency(self.op, x, y, None if m is None else m[:, :, :frames]).clamp(-1, 1)
+        self._tick("consistency", t0)
+        return x
+
+    # ------------------------------------------------------------------ Restorer
+    def push(self, y: torch.Tensor) -> torch.Tensor:
+        """y: (B, C, T, h, w) measurement frames -> restored (B, C, T_out, H, W), T_out >= 0."""
+        t0 = time.perf_counter()
+        x0 = self.op.init(y)
+        self._tick("init", t0)
+        self._out_shape = tuple(x0.shape[-2:])
+        self._y.append(y)
+        self._x0.append(x0)
+        if self.op.task == "inpaint":
+            m = self.op.mask_like(y) > 0.5                              # (1, 1, T|1, H, W)
+            self._m.append(m.expand(1, 1, y.shape[2], *m.shape[-2:]))
+        self._held += y.shape[2]
+        out = []
+        while True:
+            need = self.next_frames if self._started else self.first_frames
+            if self._held < need:
+                break
+            yb, xb, mb = self._take(need)
+            out.append(self._run_block(yb, xb, mb, need))
+            self._started = True
+        return torch.cat(out, 2) if out else self._empty(y)
+
+    def flush(self) -> torch.Tensor:
+        """Restore the frames still held (padded to the VAE's chunk size, cropped back)."""
+        if self._held == 0:
+            out = self._empty(None)
+            self.reset()
+            return out
+        r = self._held
+        yb, xb, mb = self._take(r)
+        if self._started:
+            total = -(-r // self.tf) * self.tf
+        else:
+            total = 1 + -(-(r - 1) // self.tf) * self.tf
+        if total > r:
+            rep = [1] * 5
+            rep[2] = total - r
+            yb = torch.cat([yb, yb[:, :, -1:].repeat(*rep)], 2)
+            xb = torch.cat([xb, xb[:, :, -1:].repeat(*rep)], 2)
+        out = self._run_block(yb, xb, mb, r)
+        self.reset()
+        return out
+
+    def _empty(self, like: torch.Tensor | None) -> torch.Tensor:
+        H, W = self._out_shape or (0, 0)
+        p = next(self.student.parameters())
+        return torch.zeros(1, 3, 0, H, W, device=p.device, dtype=p.dtype)
+
+
+# ---------------------------------------------------------------------- building restorers
+
+def _prepare(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    return module.to(device).eval().requires_grad_(False)
+
+
+def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device: str = "cpu",
+                     consistency_steps: int | None = None) -> InstantViRRestorer:
+    """The InstantViR restorer for `op.task` from a checkpoint (see `find_checkpoint` for the lookup).
+
+    Raises CheckpointError when no checkpoint is found, it is invalid, or it has no student for
+    the task.
+    """
+    path = find_checkpoint(checkpoint)
+    ckpt = load_checkpoint(path)
+    h = ckpt.header
+    tasks = h.get("tasks") or {}
+    if op.task not in tasks:
+        raise CheckpointError(f"{path}: no student for task {op.task!r} (it has: {', '.join(tasks) or 'none'})")
+    entry = tasks[op.task]
+    try:
+        vae = LeanVAE(config_from_dict(VAEConfig, h["vae"]))
+        student = CausalStudent(dit_config(h["dit"]), config_from_dict(StudentConfig, entry.get("student", {})))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: header does not describe the models ({err})") from None
+    load_module_state(vae, ckpt.state_dict("vae"), "vae")
+    load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
+    steps = consistency_steps if consistency_steps is not None else (3 if entry.get("consistency", True) else 0)
+    return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps)
+
+
+def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed: int = 0,
+                    block_frames: int = 3, cache_blocks: int | None = 6,
+                    consistency_steps: int = 3) -> InstantViRRestorer:
+    """An InstantViR restorer with random weights of the named presets (for timing only)."""
+    torch.manual_seed(seed)
+    vcfg = vae_config(vae)
+    dcfg = dataclasses.replace(dit_config(arch), in_channels=vcfg.latent_channels, out_channels=vcfg.latent_channels)
+    v = LeanVAE(vcfg)
+    s = CausalStudent(dcfg, StudentConfig(block_frames=block_frames, cache_blocks=cache_blocks))
+    return InstantViRRestorer(op, _prepare(v, device), _prepare(s, device), consistency_steps)

@@ -1,0 +1,85 @@
+"""`vir restore` / `vir bench` on the InstantViR path."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import pytest
+
+from tests.cli.helpers import assert_one_line_error, vir
+from tests.model_fixtures import save_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture()
+def no_default_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIR_CHECKPOINT", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setattr("instantvir_cli.models.registry._package_weights", lambda: None)
+
+
+def test_missing_checkpoint_exits_8_and_lists_the_places(clip_odd, tmp_path, no_default_checkpoint):
+    out = tmp_path / "out.mp4"
+    result = vir("restore", clip_odd, "-o", out, "--task", "deblur", "--no-progress")
+    assert_one_line_error(result, 8)
+    assert "searched" in result.stderr and "VIR_CHECKPOINT" in result.stderr
+    assert not out.exists()
+
+
+def test_explicit_checkpoint_that_does_not_exist(clip_odd, tmp_path):
+    result = vir("restore", clip_odd, "-o", tmp_path / "o.mp4", "--task", "deblur",
+                 "--checkpoint", tmp_path / "nope.safetensors")
+    assert_one_line_error(result, 8)
+
+
+def test_restore_with_checkpoint_on_real_footage(bikes_mp4, tiny_ckpt, tmp_path):
+    low = tmp_path / "low.mkv"
+    assert vir("degrade", bikes_mp4, low, "--task", "sr4x", "--no-progress").exit_code == 0
+    out = tmp_path / "up.mp4"
+    result = vir("restore", low, "-o", out, "--checkpoint", tiny_ckpt, "--preset", "ultrafast", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert "instantvir" in result.stdout
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height) == (640, 272)
+        assert sum(1 for _ in c.decode(video=0)) == 250          # exactly the input's frames
+
+
+def test_checkpoint_from_environment(clip_odd, tiny_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIR_CHECKPOINT", str(tiny_ckpt))
+    out = tmp_path / "o.mkv"
+    result = vir("restore", clip_odd, "-o", out, "--task", "inpaint", "--preset", "ultrafast", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height) == (161, 97)
+
+
+def test_bench_random_presets_json():
+    result = vir("bench", "--resolution", "64x48", "--frames", "10", "--arch", "tiny", "--vae", "tiny",
+                 "--task", "deblur", "--json")
+    assert result.exit_code == 0, result.stderr
+    d = json.loads(result.stdout)
+    assert d["model"] == "random:tiny+tiny" and d["frames"] == 10
+    for key in ("e2e_fps", "model_fps", "first_frame_s", "peak_rss_mb", "stages"):
+        assert key in d
+    for stage in ("decode", "init", "vae_encode", "student", "vae_decode", "consistency", "encode"):
+        assert d["stages"][stage] >= 0
+
+
+def test_bench_checkpoint_and_compare_dps(tiny_ckpt):
+    result = vir("bench", "--resolution", "64x48", "--frames", "9", "--checkpoint", tiny_ckpt, "--task", "sr4x",
+                 "--compare", "dps", "--dps-steps", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    d = json.loads(result.stdout)
+    assert d["model"].startswith("checkpoint:")
+    assert d["compare"]["dps_steps"] == 3 and d["compare"]["dps_fps"] > 0 and d["compare"]["speedup_vs_dps"] > 0
+
+
+def test_bench_without_checkpoint_is_an_error(no_default_checkpoint):
+    assert_one_line_error(vir("bench", "--resolution", "64x48", "--frames", "5"), 8)

@@ -1,0 +1,135 @@
+"""The InstantViR restorer: streaming equals the whole-clip computation, any frame count, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from instantvir_cli.errors import CheckpointError
+from instantvir_cli.learned import InstantViRRestorer, learned_restorer, random_restorer
+from instantvir_cli.ops import build_operator
+from tests.model_fixtures import save_tiny_checkpoint, tiny_models
+
+H, W = 32, 48
+
+
+def _models(seed=0):
+    return tiny_models(seed)
+
+
+def _stream(r, y, chunk):
+    outs = [r.push(y[:, :, i:i + chunk]) for i in range(0, y.shape[2], chunk)]
+    outs.append(r.flush())
+    return outs
+
+
+@pytest.mark.parametrize("task", ["sr4x", "deblur", "inpaint"])
+@torch.inference_mode()
+def test_streaming_equals_whole_clip(task):
+    vae, student = _models()
+    op = build_operator(task, H, W)
+    y = op.A(torch.rand(1, 3, 21, H, W) * 2 - 1)
+    r = InstantViRRestorer(op, vae, student, consistency_steps=0)
+    x_stream = torch.cat(_stream(r, y, 5), 2)
+    z = vae.encode(op.init(y))                                   # whole clip, 21 = 1 + 4 * 5 frames
+    x_full = vae.decode(student.restore(z)).clamp(-1, 1)
+    assert x_stream.shape == x_full.shape
+    torch.testing.assert_close(x_stream, x_full, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 4, 5, 9, 10, 13, 22, 30])
+@torch.inference_mode()
+def test_any_frame_count_gives_exactly_that_many_frames(frames):
+    vae, student = _models()
+    op = build_operator("sr4x", H, W)
+    y = op.A(torch.rand(1, 3, frames, H, W) * 2 - 1)
+    out = torch.cat(_stream(InstantViRRestorer(op, vae, student), y, 4), 2)
+    assert out.shape == (1, 3, frames, H, W)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1
+
+
+@torch.inference_mode()
+def test_tail_is_restored_as_the_padded_clip_cropped():
+    vae, student = _models()
+    op = build_operator("deblur", H, W)
+    y = op.A(torch.rand(1, 3, 23, H, W) * 2 - 1)
+    x_stream = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=0), y, 7), 2)
+    padded = torch.cat([y, y[:, :, -1:].repeat(1, 1, 2, 1, 1)], 2)  # 25 = 1 + 4 * 6
+    x_full = vae.decode(student.restore(vae.encode(op.init(padded)))).clamp(-1, 1)[:, :, :23]
+    torch.testing.assert_close(x_stream, x_full, atol=2e-5, rtol=0)
+
+
+@torch.inference_mode()
+def test_first_output_after_one_block():
+    vae, student = _models()
+    op = build_operator("deblur", H, W)
+    r = InstantViRRestorer(op, vae, student)
+    y = op.A(torch.rand(1, 3, 30, H, W) * 2 - 1)
+    assert r.push(y[:, :, :8]).shape[2] == 0
+    assert r.push(y[:, :, 8:9]).shape[2] == 9                    # 1 + 4 * 2 frames: the first block
+    assert r.push(y[:, :, 9:20]).shape[2] == 0
+    assert r.push(y[:, :, 20:21]).shape[2] == 12
+
+
+@torch.inference_mode()
+def test_inpaint_consistency_keeps_observed_pixels_exactly():
+    vae, student = _models()
+    op = build_operator("inpaint", H, W, seed=3)
+    x = torch.rand(1, 3, 13, H, W) * 2 - 1
+    y = op.A(x)
+    out = torch.cat(_stream(InstantViRRestorer(op, vae, student), y, 6), 2)
+    m = op.mask_like(y) > 0.5
+    assert torch.equal(torch.where(m, out, y), y)
+
+
+@torch.inference_mode()
+def test_sr_consistency_step_makes_the_output_consistent():
+    vae, student = _models()
+    op = build_operator("sr4x", H, W)
+    y = op.A(torch.rand(1, 3, 9, H, W) * 2 - 1) * 0.5
+    no_dc = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=0), y, 9), 2)
+    dc = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=1), y, 9), 2)
+    assert (op.A(dc) - y).abs().max() < 1e-5 < (op.A(no_dc) - y).abs().max()
+
+
+@torch.inference_mode()
+def test_state_stays_bounded_over_a_long_stream():
+    op = build_operator("deblur", H, W)
+    r = random_restorer(op, "tiny", "tiny", cache_blocks=2)
+    y = torch.zeros(1, 3, 12, H, W)
+    r.push(torch.zeros(1, 3, 9, H, W))
+    sizes = []
+    for _ in range(20):
+        assert r.push(y).shape[2] == 12
+        sizes.append(r._cache.nbytes() + r._enc.nbytes + r._dec.nbytes)
+    assert len(set(sizes[3:])) == 1
+
+
+def _save(tmp_path, tasks=("sr4x",)):
+    vae, student = tiny_models(cache_blocks=6)
+    return save_tiny_checkpoint(tmp_path / "model.safetensors", tasks), vae, student
+
+
+@torch.inference_mode()
+def test_checkpoint_round_trip_gives_the_same_restorer(tmp_path):
+    path, vae, student = _save(tmp_path)
+    op = build_operator("sr4x", H, W)
+    y = op.A(torch.rand(1, 3, 9, H, W) * 2 - 1)
+    a = torch.cat(_stream(InstantViRRestorer(op, vae, student), y, 9), 2)
+    b = torch.cat(_stream(learned_restorer(op, path), y, 9), 2)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_checkpoint_without_the_task_is_refused(tmp_path):
+    path, _, _ = _save(tmp_path, tasks=("sr4x",))
+    with pytest.raises(CheckpointError, match="no student for task 'deblur'"):
+        learned_restorer(build_operator("deblur", H, W), path)
+
+
+def test_no_checkpoint_lists_the_places_searched(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIR_CHECKPOINT", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.setattr("instantvir_cli.models.registry._package_weights", lambda: None)
+    with pytest.raises(CheckpointError, match="searched") as err:
+        learned_restorer(build_operator("sr4x", H, W), None)
+    assert str(tmp_path) in str(err.value)
