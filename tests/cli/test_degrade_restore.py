@@ -109,7 +109,7 @@ def test_inpaint_with_mask_file_keeps_observed_pixels(clip_testsrc_audio, tmp_pa
 
 @pytest.mark.parametrize("task", ["inpaint", "deblur", "sr4x"])
 def test_bench_speed_json(task):
-    result = vir("bench", "--resolution", "64x48", "--frames", "5", "--task", task, "--json")
+    result = vir("bench", "--resolution", "64x48", "--frames", "5", "--task", task, "--model", "classical", "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["task"] == task and data["frames"] == 5
