@@ -8,6 +8,7 @@ task/mask the user names. Memory is bounded by the block size: nothing holds the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -135,6 +136,18 @@ def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run with `n` intra-op threads (None: leave torch's setting), restoring it afterwards."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 @torch.inference_mode()
 def restore_video(
     input_path: Path,
@@ -163,7 +176,9 @@ def restore_video(
     pending_pts: deque = deque()
     t_start = time.perf_counter()
 
-    with VideoReader(input_path, block_size=opts.block_frames) as reader, VideoWriter(
+    with torch_threads(getattr(restorer, "threads", None)), VideoReader(
+        input_path, block_size=opts.block_frames
+    ) as reader, VideoWriter(
         output_path, out_w, out_h, source=reader, options=encode, overwrite=overwrite, warn=warn
     ) as writer:
 
