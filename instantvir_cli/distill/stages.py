@@ -1,0 +1,417 @@
+"""The three stages: what each builds, how one optimizer step goes, what it leaves behind.
+
+    VAEStage        LeanVAE <- L1 + wavelet-band L1 + KL; ends by folding the latent scale
+    TeacherStage    DiT (bidirectional) <- flow matching on latents of clean windows
+    StudentStage    one per task: CausalStudent.from_teacher <- measurement + DMD (+ GT);
+                    critic (a DiT initialized from the teacher) <- flow matching on sg(z_hat)
+
+`trainer.StageLoop` drives them: it owns the step counter, resume, logging and validation
+cadence; a stage owns its models (`trained`), `train_step(step, micro)` over the micro-batches
+of one optimizer step, `validate()` and `finish()` (its output file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from instantvir_cli.config import Optim, dit_model_config, vae_model_config
+from instantvir_cli.distill import export as X
+from instantvir_cli.distill.data import WindowDataset, sample_seed
+from instantvir_cli.distill.dist import EMA, enable_grad_checkpointing, full_state_dict, no_sync, unwrap, wrap
+from instantvir_cli.distill.losses import (
+    DMD,
+    STREAM_CRITIC,
+    STREAM_VAE,
+    BatchOperator,
+    FlowMatching,
+    Measurement,
+    VAELoss,
+    generators,
+    per_sample_mean,
+    randn_like,
+)
+from instantvir_cli.distill.validate import StudentValidator, validate_flow, validate_vae
+from instantvir_cli.errors import ConfigError
+from instantvir_cli.models.dit import DiT
+from instantvir_cli.models.registry import make_header, save_checkpoint
+from instantvir_cli.models.student import CausalStudent
+from instantvir_cli.models.vae import LeanVAE
+
+
+STUDENT_FILE = "student.safetensors"     # one task's student, in its stage folder
+
+
+@dataclass
+class Trained:
+    """A module being trained: its (wrapped) module, optimizer, EMA and base learning rate."""
+
+    module: nn.Module
+    optim: torch.optim.Optimizer
+    ema: EMA | None
+    lr: float
+
+
+def adamw(module: nn.Module, o: Optim, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr,
+                             betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+
+def lr_factor(o: Optim, step: int) -> float:
+    """Linear warm-up over `warmup` steps, then constant or cosine to 0 at `steps`."""
+    f = min(1.0, (step + 1) / o.warmup) if o.warmup else 1.0
+    if o.schedule == "cosine" and o.steps > o.warmup:
+        f *= 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, step - o.warmup) / (o.steps - o.warmup))))
+    return f
+
+
+def frozen(m: nn.Module) -> nn.Module:
+    m.eval().requires_grad_(False)
+    return m
+
+
+def seed_models(seed: int, name: str) -> None:
+    torch.manual_seed(sample_seed(seed, "init:" + name, 0))
+
+
+class Stage:
+    """Base: optimizer steps with accumulation, clipping and EMA; model loading helpers."""
+
+    name = ""
+    validate_at_start = False
+
+    def __init__(self, ctx, ocfg: Optim):
+        self.ctx, self.o = ctx, ocfg
+        self.trained: dict[str, Trained] = {}
+
+    # --------------------------------------------------------------- interface
+    def dataset(self) -> WindowDataset:
+        s = self.ctx.sources
+        return WindowDataset(s.train_videos, s.train_images, self.ctx.cfg.data, self.ctx.cfg.run.seed, self.name)
+
+    def train_step(self, step: int, micro: list[dict]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def validate(self) -> dict:
+        return {}
+
+    def finish(self, steps: int) -> Path | None:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- helpers
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.env.device
+
+    def add(self, key: str, module: nn.Module, lr: float, ema: float, shard: bool = False) -> nn.Module:
+        """Register `module` for training: wrap it (DDP / FSDP2), give it AdamW and an EMA."""
+        if self.ctx.cfg.run.grad_checkpointing and hasattr(module, "blocks"):
+            enable_grad_checkpointing(module)
+        wrapped = wrap(module, self.ctx.env, shard=shard and self.ctx.cfg.run.parallel == "fsdp")
+        self.trained[key] = Trained(wrapped, adamw(wrapped, self.o, lr), EMA(wrapped, ema) if ema > 0 else None, lr)
+        return wrapped
+
+    def averaged_state(self, key: str) -> dict[str, Tensor]:
+        """The weights to validate / export: the EMA's if there is one (a collective under FSDP)."""
+        tr = self.trained[key]
+        return tr.ema.full_state_dict(tr.module) if tr.ema else full_state_dict(tr.module)
+
+    def optimize(self, key: str, micro: list, loss_fn) -> dict[str, float]:
+        """One optimizer step of `key` over the micro-batches: mean loss, clip, step, EMA."""
+        tr, n = self.trained[key], len(micro)
+        tr.optim.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for i, mb in enumerate(micro):
+            with no_sync(tr.module, i < n - 1):
+                with self.ctx.autocast():
+                    terms = loss_fn(mb)
+                (terms["loss"].mean() / n).backward()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach().float().mean()) / n
+        clip = self.ctx.cfg.run.grad_clip
+        params = [p for p in tr.module.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        tr.optim.step()
+        if tr.ema:
+            tr.ema.update(tr.module)
+        sums["grad_norm"] = float(norm.full_tensor() if type(norm).__name__ == "DTensor" else norm)
+        return sums
+
+    def load_vae(self) -> tuple[LeanVAE, str]:
+        vae, preset = X.load_vae(self.ctx.vae_path())
+        return frozen(vae.to(self.device)), preset
+
+    def load_teacher_vae(self) -> LeanVAE | None:
+        path = self.ctx.cfg.teacher.vae
+        return frozen(X.load_vae(path)[0].to(self.device)) if path else None
+
+
+#################################################################################
+#                                   Stage 1: VAE                                #
+#################################################################################
+
+
+class _VAEForward(nn.Module):
+    """encode -> sample z = mean + sigma eps (eps given: per-sample noise) -> decode."""
+
+    def __init__(self, vae: LeanVAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: Tensor, eps: Tensor):
+        mean, logvar = self.vae.encode_dist(x)
+        return self.vae.decode(mean + torch.exp(0.5 * logvar) * eps), mean, logvar
+
+
+class VAEStage(Stage):
+    name = "vae"
+
+    def __init__(self, ctx):
+        c = ctx.cfg.vae
+        super().__init__(ctx, c)
+        self.preset = c.preset
+        if c.init:
+            self.vae, self.preset = X.load_vae(c.init)
+        else:
+            seed_models(ctx.cfg.run.seed, self.name)
+            self.vae = LeanVAE(vae_model_config(c))
+        self.vae.to(self.device).train()
+        self.net = self.add("vae", _VAEForward(self.vae), c.lr, c.ema)
+        self.loss = VAELoss(c.l1, c.wavelet_low, c.wavelet_high, c.kl)
+
+    def train_step(self, step, micro):
+        def loss_fn(mb):
+            x = mb["x"].to(self.device)
+            d, Tl, h, w = self.vae.cfg.latent_shape(*x.shape[2:])
+            eps = randn_like(x.new_empty(x.shape[0], d, Tl, h, w), generators(mb["seed"], STREAM_VAE))
+            return self.loss(x, *self.net(x, eps))
+        return self.optimize("vae", micro, loss_fn)
+
+    def final_vae(self) -> LeanVAE:
+        sd = self.averaged_state("vae")
+        vae = LeanVAE(self.vae.cfg)
+        vae.load_state_dict({k[len("vae."):]: v for k, v in sd.items()})
+        return vae.eval()
+
+    def validate(self):
+        return validate_vae(self.final_vae().to(self.device), self.ctx.val_clips) if self.ctx.env.main else {}
+
+    @torch.no_grad()
+    def latent_std(self, vae: LeanVAE, samples: int = 16) -> float:
+        """Std of the latents of `samples` training windows (a stream of their own)."""
+        ds = WindowDataset(self.ctx.sources.train_videos, self.ctx.sources.train_images, self.ctx.cfg.data,
+                           self.ctx.cfg.run.seed, "latent-scale")
+        zs = [vae.encode(ds[i]["x"][None].to(self.device)) for i in range(samples)]
+        return float(torch.cat([z.flatten() for z in zs]).std())
+
+    def finish(self, steps):
+        vae = self.final_vae().to(self.device)
+        scale = 1.0
+        if self.ctx.cfg.vae.normalize:
+            scale = self.latent_std(vae)
+            X.fold_latent_scale(vae, scale)
+        if not self.ctx.env.main:
+            return None
+        return X.save_vae(self.ctx.out / X.VAE_FILE, vae, self.preset, scale, self.ctx.provenance(self.name, steps))
+
+
+#################################################################################
+#                                 Stage 2: teacher                              #
+#################################################################################
+
+
+class TeacherStage(Stage):
+    name = "teacher"
+
+    def __init__(self, ctx):
+        c = ctx.cfg.teacher
+        super().__init__(ctx, c)
+        vae, _ = self.load_vae()
+        self.space = self.load_teacher_vae() or vae           # the teacher's latent space
+        self.preset = c.preset
+        if c.init:
+            dit, self.preset = X.load_teacher(c.init)
+        else:
+            seed_models(ctx.cfg.run.seed, self.name)
+            dit = DiT(dit_model_config(c, self.space.cfg.latent_channels))
+        if dit.config.in_channels != self.space.cfg.latent_channels:
+            raise ConfigError(f"teacher: the DiT takes {dit.config.in_channels} latent channels, its VAE "
+                              f"makes {self.space.cfg.latent_channels}")
+        self.config = dit.config
+        self.net = self.add("teacher", dit.to(self.device).train(), c.lr, c.ema, shard=True)
+        self.loss = FlowMatching(c.shift, 0.0, 1.0)
+        self._val_latents: list[Tensor] | None = None
+
+    def train_step(self, step, micro):
+        def loss_fn(mb):
+            with torch.no_grad():
+                z0 = self.space.encode(mb["x"].to(self.device))
+            return {"loss": self.loss(self.net, z0, mb["seed"])}
+        return self.optimize("teacher", micro, loss_fn)
+
+    def final_state(self) -> dict[str, Tensor]:
+        return self.averaged_state("teacher")
+
+    def validate(self):
+        sd = self.final_state()
+        if not self.ctx.env.main:
+            return {}
+        if self._val_latents is None:
+            with torch.no_grad():
+                self._val_latents = [self.space.encode(x.to(self.device)) for x in self.ctx.val_clips.values()]
+        net = DiT(self.config).to(self.device)
+        net.load_state_dict(sd)
+        return validate_flow(net.eval(), self._val_latents)
+
+    def finish(self, steps):
+        sd = self.final_state()
+        if not self.ctx.env.main:
+            return None
+        return X.save_teacher(self.ctx.out / X.TEACHER_FILE, sd, self.config, self.preset, self.space.cfg,
+                              self.ctx.provenance(self.name, steps))
+
+
+#################################################################################
+#                                 Stage 3: students                             #
+#################################################################################
+
+
+class StudentStage(Stage):
+    """One task's student and critic (see StudentStageConfig for the objective)."""
+
+    validate_at_start = True
+
+    def __init__(self, ctx, task: str):
+        c = ctx.cfg.student
+        super().__init__(ctx, c)
+        self.task, self.c = task, c
+        self.name = f"student_{task}"
+        self.vae, self.vae_preset = self.load_vae()
+        self.tvae = self.load_teacher_vae()
+        teacher, self.dit_preset = X.load_teacher(self.ctx.teacher_path())
+        self.teacher = frozen(teacher.to(self.device))
+        if self.teacher.config.in_channels != self.vae.cfg.latent_channels:
+            raise ConfigError(f"student: the teacher takes {self.teacher.config.in_channels} latent channels, the "
+                              f"student's VAE makes {self.vae.cfg.latent_channels}: initializing the student "
+                              "from the teacher needs the same latent channels")
+        self.student_config = c.causal.to_student_config()
+        student = CausalStudent.from_teacher(self.teacher, self.student_config).train()
+        critic = DiT(self.teacher.config).to(self.device)
+        critic.load_state_dict(self.teacher.state_dict())
+        self.student = self.add("student", student, c.lr, c.ema, shard=True)
+        self.critic = self.add("critic", critic.train(), c.critic_lr or c.lr, 0.0, shard=True)
+        self.options = dataclasses.asdict(getattr(c, task))
+        self.measurement = Measurement(c.meas_space)
+        self.dmd = DMD(c.shift, c.s_min, c.s_max)
+        self.critic_loss = FlowMatching(c.shift, c.s_min, c.s_max)
+        self.validator = StudentValidator(task, self.options, ctx.val_clips, c.consistency) if ctx.env.main else None
+        self.operator_record: dict | None = None
+
+    # ------------------------------------------------------------------ pieces
+    def restore(self, z_in: Tensor) -> Tensor:
+        """z_hat = z_in - s* v(z_in, t*) through the wrapped student (DDP hooks see the call)."""
+        sc = self.student_config
+        return z_in - sc.s_star * self.student(z_in, sc.t_star)
+
+    def prior_space(self, z_hat: Tensor, x_hat: Tensor | None = None) -> Tensor:
+        """z in the teacher's latent space: E_T(D_S(z_hat)) with a teacher VAE, else z_hat."""
+        if self.tvae is None:
+            return z_hat
+        return self.tvae.encode(self.vae.decode(z_hat) if x_hat is None else x_hat)
+
+    @torch.no_grad()
+    def prepare(self, mb: dict) -> dict:
+        x = mb["x"].to(self.device)
+        op = BatchOperator.build(self.task, self.options, x.shape[-2], x.shape[-1], mb["seed"])
+        if self.operator_record is None:
+            self.operator_record = op.op.to_dict()
+        y = op.measure(x, mb["seed"])
+        p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "z_in": self.vae.encode(op.init(y))}
+        if self.c.gt_weight > 0:
+            p["z_gt"] = self.vae.encode(x)
+        return p
+
+    def student_loss(self, p: dict, w_dmd: float) -> dict[str, Tensor]:
+        c = self.c
+        z_hat = self.restore(p["z_in"])
+        p["z_hat"] = z_hat.detach()
+        x_hat = self.vae.decode(z_hat) if (c.meas_space == "pixel" or self.tvae is not None) else None
+        terms = {"meas": self.measurement(z_hat, p["y"], p["z_in"], p["op"], self.vae, x_hat)}
+        loss = c.meas_weight * terms["meas"]
+        if w_dmd > 0:
+            z_p = self.prior_space(z_hat, x_hat)
+            weight = p["op"].missing(z_p) if c.prior_mask == "missing" else None
+            terms["dmd"], _ = self.dmd(z_p, self.teacher, self.critic, p["seeds"], weight)
+            loss = loss + w_dmd * terms["dmd"]
+        if c.gt_weight > 0:
+            terms["gt"] = per_sample_mean((z_hat - p["z_gt"]) ** 2)
+            loss = loss + c.gt_weight * terms["gt"]
+        terms["loss"] = loss
+        return terms
+
+    def critic_step_loss(self, p: dict) -> dict[str, Tensor]:
+        with torch.no_grad():
+            z_hat = p["z_hat"] if "z_hat" in p else self.restore(p["z_in"])
+            z_p = self.prior_space(z_hat)
+        return {"loss": self.critic_loss(self.critic, z_p, p["seeds"], STREAM_CRITIC)}
+
+    # -------------------------------------------------------------- the step
+    def train_step(self, step, micro):
+        c = self.c
+        prepared = [self.prepare(mb) for mb in micro]
+        out: dict[str, float] = {}
+        if step % c.student_every == 0:
+            w = c.dmd_weight if step // c.student_every >= c.dmd_warmup else 0.0
+            out.update({f"student_{k}" if k in ("loss", "grad_norm") else k: v
+                        for k, v in self.optimize("student", prepared, lambda p: self.student_loss(p, w)).items()})
+            out["dmd_on"] = float(w > 0)
+        out.update({f"critic_{k}": v for k, v in self.optimize("critic", prepared, self.critic_step_loss).items()})
+        return out
+
+    def eval_student(self) -> CausalStudent | None:
+        sd = self.averaged_state("student")
+        if not self.ctx.env.main:
+            return None
+        s = CausalStudent(self.teacher.config, self.student_config).to(self.device)
+        s.load_state_dict(sd)
+        return s.eval()
+
+    def validate(self):
+        s = self.eval_student()
+        return self.validator(self.vae, s) if s is not None else {}
+
+    def finish(self, steps):
+        sd = self.averaged_state("student")
+        if not self.ctx.env.main:
+            return None
+        if self.operator_record is None:   # no step ran (steps = 0): record the operator's spec
+            H = W = self.ctx.cfg.data.crop
+            self.operator_record = BatchOperator.build(self.task, self.options, H, W, torch.zeros(1)).op.to_dict()
+        header = {"student": dataclasses.asdict(self.student_config), "operator": self.operator_record,
+                  "consistency": self.c.consistency, "dit": dataclasses.asdict(self.teacher.config),
+                  "dit_preset": self.dit_preset, "provenance": self.ctx.provenance(self.name, steps)}
+        path = save_checkpoint(self.ctx.out / self.name / STUDENT_FILE, {"student": sd}, make_header(**header))
+        self.ctx.export_students()
+        return path
+
+
+def stages_for(ctx) -> list:
+    """The stage factories in run order: (name, build function)."""
+    out = []
+    for s in ctx.cfg.run.stages:
+        if s == "vae":
+            out.append(("vae", lambda: VAEStage(ctx)))
+        elif s == "teacher":
+            out.append(("teacher", lambda: TeacherStage(ctx)))
+        else:
+            for task in ctx.cfg.student.tasks:
+                out.append((f"student_{task}", lambda task=task: StudentStage(ctx, task)))
+    return out
+
+
+__all__ = ["Stage", "StudentStage", "TeacherStage", "Trained", "VAEStage", "lr_factor", "stages_for"]

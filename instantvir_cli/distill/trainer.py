@@ -1,0 +1,422 @@
+"""`vir distill`: run the stages of one config, with resumable checkpoints and logs.
+
+    python -m instantvir_cli distill --config configs/tiny.toml --out runs/tiny --max-steps 5
+    torchrun --nproc-per-node 2 -m instantvir_cli distill --config configs/tiny.toml --out runs/tiny2
+
+The run folder:
+
+    config.toml                     the effective config (also inside every checkpoint)
+    log.jsonl                       one JSON object per line: train steps (losses, learning rates,
+                                    grad norms, steps/s), validations, stage boundaries
+    <stage>/state.pt                resumable state: models, critic, optimizers, EMA, step, data
+                                    position and RNG state, upstream artifact ids, config
+    vae.safetensors, teacher.safetensors, student_<task>/student.safetensors   stage outputs
+    instantvir.safetensors          the export `vir restore --checkpoint` loads (see export.py)
+
+Stages run in order: vae, teacher, then one student stage per task. `--resume` continues each
+stage from its last state (exactly, on the CPU: data and noise are functions of the step),
+skips stages already finished, and restarts a stage whose inputs (the VAE or teacher files)
+changed since its state was written. The core reports progress through `on_event(Event)` on
+rank 0; the CLI renders it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from instantvir_cli.config import (
+    DistillConfig,
+    dit_model_config,
+    load_config,
+    to_dict,
+    to_toml,
+    vae_model_config,
+    with_overrides,
+)
+from instantvir_cli.distill import export as X
+from instantvir_cli.distill.data import Sources, StepSampler, find_sources, load_val_clip, make_loader
+from instantvir_cli.distill.dist import (
+    DistEnv,
+    full_state_dict,
+    init_distributed,
+    load_full_state_dict,
+    load_optimizer_state,
+    optimizer_state,
+    shutdown,
+)
+from instantvir_cli.distill.stages import STUDENT_FILE, lr_factor, stages_for
+from instantvir_cli.errors import ConfigError, OutputRefused
+from instantvir_cli.models.dit import DiTConfig
+from instantvir_cli.models.registry import config_from_dict, load_checkpoint, read_header
+from instantvir_cli.models.student import StudentConfig
+
+STATE_FILE, CONFIG_FILE, LOG_FILE = "state.pt", "config.toml", "log.jsonl"
+STATE_FORMAT = "vir-distill-state/1"
+
+
+@dataclass
+class Event:
+    """Progress of a run, for the CLI (rank 0 only)."""
+
+    kind: str                                   # info | stage | step | val | done | export
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    metrics: dict = field(default_factory=dict)
+    message: str = ""
+    rate: float | None = None                   # optimizer steps per second
+    eta: float | None = None                    # seconds left in the stage
+
+
+@dataclass
+class RunResult:
+    out: Path
+    export: Path | None
+    rates: dict[str, float]                     # steps per second per stage (this invocation)
+    validation: dict[str, dict]                 # last validation per stage
+
+
+class JsonlLog:
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"time": round(time.time(), 3), **record}, default=float) + "\n")
+
+
+#################################################################################
+#                                  Config checks                                #
+#################################################################################
+
+
+def effective_config(path: str | Path, out: str | Path | None = None) -> DistillConfig:
+    """The config of `path` with the command-line flags applied, checked (`--dry-run` prints it)."""
+    cfg = with_overrides(load_config(path), out=out)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: DistillConfig) -> None:
+    """Checks across tables that need no data or weights (ConfigError)."""
+    if cfg.vae.init and cfg.vae.model:
+        raise ConfigError("vae.model: the architecture comes from vae.init; leave [vae.model] empty")
+    if cfg.teacher.init and cfg.teacher.model:
+        raise ConfigError("teacher.model: the architecture comes from teacher.init; leave [teacher.model] empty")
+    vae = vae_model_config(cfg.vae)
+    dit = dit_model_config(cfg.teacher, vae.latent_channels)
+    d = cfg.data
+    for name, side in (("data.crop", d.crop), ("data.val_size", d.val_size)):
+        if side % vae.space_factor or (side // vae.space_factor) % dit.patch[1]:
+            raise ConfigError(f"{name}: {side} must be a multiple of the VAE's {vae.space_factor} times the "
+                              f"DiT's patch {dit.patch[1]}")
+    for name, T in (("data.frames", d.frames), ("data.val_frames", d.val_frames)):
+        if (T - 1) % vae.time_factor:
+            raise ConfigError(f"{name}: {T} frames must be 1 + k * {vae.time_factor} for this VAE")
+    for key in ("vae", "teacher", "student"):
+        o = getattr(cfg, key)
+        if o.batch % o.accumulate:
+            raise ConfigError(f"{key}.batch: {o.batch} is not divisible by {key}.accumulate = {o.accumulate}")
+
+
+#################################################################################
+#                                   Run context                                 #
+#################################################################################
+
+
+@dataclass
+class RunContext:
+    cfg: DistillConfig
+    out: Path
+    env: DistEnv
+    sources: Sources
+    val_clips: dict[str, torch.Tensor]
+    log: JsonlLog
+    emit: Callable[[Event], None]
+    steps_done: dict[str, int] = field(default_factory=dict)
+    bf16: bool = False
+
+    def autocast(self):
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _model_path(self, stage: str, file: str, init: str) -> Path:
+        produced = self.out / file
+        if stage in self.cfg.run.stages:
+            return produced
+        if init:
+            return Path(init).expanduser()
+        if produced.is_file():
+            return produced
+        raise ConfigError(f"run.stages: the later stages need a {stage}: run the {stage} stage, set "
+                          f"{stage}.init, or resume a run folder that has {file}")
+
+    def vae_path(self) -> Path:
+        return self._model_path("vae", X.VAE_FILE, self.cfg.vae.init)
+
+    def teacher_path(self) -> Path:
+        return self._model_path("teacher", X.TEACHER_FILE, self.cfg.teacher.init)
+
+    def provenance(self, stage: str, steps: int) -> dict:
+        self.steps_done[stage] = steps
+        return X.provenance(to_dict(self.cfg), self.sources.names, self.steps_done)
+
+    def export_students(self) -> Path | None:
+        """Write instantvir.safetensors from every task's finished student (rank 0)."""
+        students, dit_cfg, dit_preset = {}, None, ""
+        for task in self.cfg.student.tasks:
+            path = self.out / f"student_{task}" / STUDENT_FILE
+            if not path.is_file():
+                continue
+            ck = load_checkpoint(path)
+            h = ck.header
+            dit_cfg = config_from_dict(DiTConfig, h["dit"])
+            students[task] = {"state": ck.state_dict("student"), "student": config_from_dict(StudentConfig, h["student"]),
+                              "operator": h["operator"], "consistency": h["consistency"]}
+            self.steps_done.setdefault(f"student_{task}", h["provenance"]["steps"].get(f"student_{task}", 0))
+            dit_preset = h.get("dit_preset", "")
+        if not students:
+            return None
+        vae, vae_preset = X.load_vae(self.vae_path())
+        path = X.save_export(self.out / X.EXPORT_FILE, vae, vae_preset, dit_cfg, dit_preset, students,
+                             X.provenance(to_dict(self.cfg), self.sources.names, self.steps_done))
+        self.emit(Event("export", message=str(path), metrics={"tasks": sorted(students)}))
+        return path
+
+
+def _optim_cfg(cfg: DistillConfig, stage: str):
+    return getattr(cfg, "student" if stage.startswith("student_") else stage)
+
+
+def _artifact(ctx: RunContext, stage: str) -> Path:
+    return {"vae": ctx.out / X.VAE_FILE, "teacher": ctx.out / X.TEACHER_FILE}.get(
+        stage, ctx.out / stage / STUDENT_FILE)
+
+
+def _upstream(ctx: RunContext, stage: str) -> dict:
+    if stage == "vae":
+        return {}
+    up = {"vae": X.artifact_id(ctx.vae_path()), "teacher_vae": ctx.cfg.teacher.vae}
+    if stage.startswith("student_"):
+        up["teacher"] = X.artifact_id(ctx.teacher_path())
+    return up
+
+
+#################################################################################
+#                                  The stage loop                               #
+#################################################################################
+
+
+def _save_state(ctx: RunContext, stage, name: str, step: int, upstream: dict) -> None:
+    modules = {k: full_state_dict(tr.module) for k, tr in stage.trained.items()}
+    optims = {k: optimizer_state(tr.module, tr.optim) for k, tr in stage.trained.items()}
+    emas = {k: tr.ema.state(tr.module) for k, tr in stage.trained.items() if tr.ema}
+    if ctx.env.main:
+        o = _optim_cfg(ctx.cfg, name)
+        state = {"format": STATE_FORMAT, "stage": name, "step": step, "config": to_dict(ctx.cfg),
+                 "upstream": upstream, "modules": modules, "optim": optims, "ema": emas,
+                 "data": {"next_step": step, "samples_seen": step * o.batch, "stream": name},
+                 "rng": {"torch": torch.get_rng_state()}}
+        path = ctx.out / name / STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    ctx.env.barrier()
+
+
+def _load_state(ctx: RunContext, name: str) -> dict | None:
+    path = ctx.out / name / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable state
+        raise ConfigError(f"cannot resume: {path} is unreadable ({err})") from None
+    if state.get("format") != STATE_FORMAT:
+        raise ConfigError(f"cannot resume: {path} is not a {STATE_FORMAT} file")
+    return state
+
+
+def _restore(stage, state: dict) -> None:
+    for k, tr in stage.trained.items():
+        load_full_state_dict(tr.module, state["modules"][k])
+        load_optimizer_state(tr.module, tr.optim, state["optim"][k])
+        if tr.ema:
+            tr.ema.load(state["ema"][k])
+    torch.set_rng_state(state["rng"]["torch"])
+
+
+def _validate(ctx: RunContext, stage, name: str, step: int, results: dict) -> None:
+    if not ctx.cfg.data.val_clips:
+        return
+    t0 = time.perf_counter()
+    metrics = stage.validate()
+    ctx.env.barrier()
+    if ctx.env.main:
+        metrics = {**metrics, "seconds": round(time.perf_counter() - t0, 2)}
+        ctx.log.write({"kind": "val", "stage": name, "step": step, **metrics})
+        ctx.emit(Event("val", name, step, metrics=metrics))
+        results[name] = {"step": step, **metrics}
+
+
+def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume: bool,
+              rates: dict, results: dict) -> None:
+    cfg, env = ctx.cfg, ctx.env
+    o = _optim_cfg(cfg, name)
+    target = o.steps if max_steps is None else min(o.steps, max_steps)
+    upstream = _upstream(ctx, name)
+    state = _load_state(ctx, name) if resume else None
+    if state is not None and state["upstream"] != upstream:
+        ctx.emit(Event("info", name, message=f"{name}: its inputs changed since step {state['step']}; restarting it"))
+        state = None
+    art = _artifact(ctx, name)
+    if state is not None and state["step"] >= target and art.is_file():
+        if read_header(art).get("provenance", {}).get("steps", {}).get(name) == state["step"]:
+            ctx.steps_done[name] = state["step"]
+            ctx.emit(Event("info", name, state["step"], target, message=f"{name}: finished at step {state['step']}"))
+            return
+    stage = factory()
+    start = 0
+    if state is not None:
+        _restore(stage, state)
+        start = state["step"]
+        ctx.log.write({"kind": "resume", "stage": name, "step": start})
+        ctx.emit(Event("info", name, start, target, message=f"{name}: resuming at step {start}"))
+    ctx.emit(Event("stage", name, start, target))
+    ctx.log.write({"kind": "stage", "stage": name, "step": start, "total": target})
+    rate = None
+    if start < target:
+        sampler = StepSampler(start, o.batch, env.world, env.rank, o.accumulate)
+        loader = make_loader(stage.dataset(), sampler, cfg.data.workers)
+        it = iter(loader)
+        if start == 0 and stage.validate_at_start:
+            _validate(ctx, stage, name, 0, results)
+        busy, done_here, t_last = 0.0, 0, time.perf_counter()   # the rate counts steps only
+        for step in range(start, target):
+            for tr in stage.trained.values():
+                for g in tr.optim.param_groups:
+                    g["lr"] = tr.lr * lr_factor(o, step)
+            micro = [next(it) for _ in range(o.accumulate)]
+            metrics = stage.train_step(step, micro)
+            now = time.perf_counter()
+            busy, done_here, t_last = busy + (now - t_last), done_here + 1, now
+            done = step + 1
+            if done % cfg.run.log_every == 0 or done == target:
+                metrics = env.mean(metrics)
+                rate = done_here / busy if busy > 0 else None
+                lrs = {f"lr_{k}": tr.optim.param_groups[0]["lr"] for k, tr in stage.trained.items()}
+                ctx.log.write({"kind": "train", "stage": name, "step": done, **metrics, **lrs,
+                               "steps_per_s": rate})
+                ctx.emit(Event("step", name, done, target, metrics={**metrics, **lrs}, rate=rate,
+                               eta=(target - done) / rate if rate else None))
+            if (cfg.run.val_every and done % cfg.run.val_every == 0) or done == target:
+                _validate(ctx, stage, name, done, results)
+            if (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == target:
+                _save_state(ctx, stage, name, done, upstream)
+            t_last = time.perf_counter()   # validation and checkpoints do not count in the rate
+        del it, loader
+    path = stage.finish(max(target, start))
+    env.barrier()
+    if rate is not None:
+        rates[name] = rate
+    ctx.log.write({"kind": "done", "stage": name, "step": max(target, start), "steps_per_s": rate,
+                   "artifact": str(path) if path else None})
+    ctx.emit(Event("done", name, max(target, start), target, rate=rate, message=str(path) if path else ""))
+
+
+#################################################################################
+#                                     Entry                                     #
+#################################################################################
+
+
+def _prepare_folder(cfg: DistillConfig, out: Path, resume: bool, emit) -> None:
+    existing = (out / CONFIG_FILE).is_file() or any(out.glob(f"*/{STATE_FILE}"))
+    if existing and not resume:
+        raise OutputRefused(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if resume and not existing:
+        emit(Event("info", message=f"nothing to resume in {out}: starting a new run"))
+    if resume and (out / CONFIG_FILE).is_file():
+        try:
+            old = to_dict(load_config(out / CONFIG_FILE))
+        except ConfigError:
+            old = None
+        new = to_dict(cfg)
+        if old is not None and old != new:
+            diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+            emit(Event("info", message=f"the config differs from the run's ({', '.join(diff)}): using the new one"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(to_toml(cfg), encoding="utf-8")
+
+
+def run_distill(
+    config: str | Path | DistillConfig,
+    out: str | Path | None = None,
+    max_steps: int | None = None,
+    resume: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+) -> RunResult:
+    """Run every stage of `config` (a TOML path or a DistillConfig) into the run folder.
+
+    Args:
+        out: run folder (replaces run.out).
+        max_steps: stop each stage after this many steps (its schedule still spans its `steps`).
+        resume: continue the run in the folder (each stage from its last state).
+        on_event: progress callback (called on rank 0 only).
+    Returns:
+        RunResult with the export's path (None when no student stage ran) and steps/s per stage.
+    """
+    cfg = effective_config(config, out) if not isinstance(config, DistillConfig) else with_overrides(config, out)
+    if isinstance(config, DistillConfig):
+        check_config(cfg)
+    env = init_distributed(cfg.run.device)
+    try:
+        return _run(cfg, env, max_steps, resume, on_event)
+    finally:
+        shutdown(env)
+
+
+def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) -> RunResult:
+    emit = (on_event or (lambda e: None)) if env.main else (lambda e: None)
+    out = Path(cfg.run.out).expanduser()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    bf16 = env.device.type == "cuda" and cfg.run.precision in ("auto", "bf16")
+    if cfg.run.precision == "bf16" and env.device.type == "cpu":
+        emit(Event("info", message="run.precision = 'bf16' is for CUDA; on the CPU the run stays in fp32"))
+    if env.main:
+        _prepare_folder(cfg, out, resume, emit)
+    env.barrier()
+    torch.manual_seed(cfg.run.seed)
+    sources = find_sources(cfg.data)
+    val = {s.name: load_val_clip(s, cfg.data.val_frames, cfg.data.val_size).to(env.device)
+           for s in sources.val} if env.main else {}
+    ctx = RunContext(cfg, out, env, sources, val, JsonlLog(out / LOG_FILE if env.main else None), emit, bf16=bf16)
+    if env.main:
+        ctx.log.write({"kind": "run", "world": env.world, "device": str(env.device), "resume": resume,
+                       "max_steps": max_steps, "data": sources.names})
+        emit(Event("info", message=f"{env.world} process(es) on {env.device}; data: "
+                   f"{len(sources.train_videos)} videos + {len(sources.train_images)} photographs, "
+                   f"validation: {', '.join(sources.names['val']) or 'none'}"))
+    rates: dict[str, float] = {}
+    results: dict[str, dict] = {}
+    for name, factory in stages_for(ctx):
+        run_stage(ctx, name, factory, max_steps, resume, rates, results)
+    export = out / X.EXPORT_FILE
+    if "student" in cfg.run.stages and env.main and not export.is_file():
+        ctx.export_students()
+    env.barrier()
+    return RunResult(out, export if export.is_file() else None, rates, results)
+
+
+__all__ = ["Event", "RunResult", "check_config", "effective_config", "run_distill"]
