@@ -247,4 +247,6 @@ def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed
     dcfg = dataclasses.replace(dit_config(arch), in_channels=vcfg.latent_channels, out_channels=vcfg.latent_channels)
     v = LeanVAE(vcfg)
     s = CausalStudent(dcfg, StudentConfig(block_frames=block_frames, cache_blocks=cache_blocks))
-    return InstantViRRestorer(op, _prepare(v, device), _prepare(s, device), consistency_steps)
+    # a text-conditioned preset (wan2.1-1.3b) gets a stand-in context of umT5's 512 tokens
+    context = torch.zeros(1, 512, dcfg.text_dim, device=device) if dcfg.text_dim else None
+    return InstantViRRestorer(op, _prepare(v, device), _prepare(s, device), consistency_steps, context=context)

@@ -83,3 +83,13 @@ def test_bench_checkpoint_and_compare_dps(tiny_ckpt):
 
 def test_bench_without_checkpoint_is_an_error(no_default_checkpoint):
     assert_one_line_error(vir("bench", "--resolution", "64x48", "--frames", "5"), 8)
+
+
+def test_bench_compare_wan_vae():
+    pytest.importorskip("diffusers")
+    result = vir("bench", "--resolution", "64x48", "--frames", "5", "--arch", "tiny", "--vae", "tiny",
+                 "--compare", "wan-vae", "--json")
+    assert result.exit_code == 0, result.stderr
+    c = json.loads(result.stdout)["compare"]
+    assert c["vae"] == "tiny" and c["vae_frames"] == 5
+    assert c["wan_vae_s"] > 0 and c["vae_s"] > 0 and c["vae_speedup"] == pytest.approx(c["wan_vae_s"] / c["vae_s"])
