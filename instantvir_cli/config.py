@@ -297,8 +297,6 @@ def _convert(value: Any, tp: Any, path: str, meta: dict) -> Any:
             raise ConfigError(f"{path}: expected an array of {len(args)} items, got {len(value)}")
         items = [args[0]] * len(value) if args[-1] is Ellipsis else args
         return tuple(_convert(v, t, f"{path}[{i}]", {}) for i, (v, t) in enumerate(zip(value, items)))
-    if origin is typing.Union or type(tp).__name__ == "UnionType":  # `int | None`: TOML has no null
-        return _convert(value, next(a for a in typing.get_args(tp) if a is not type(None)), path, meta)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a table, got {_typename(value)} {value!r}")

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import functools
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -140,6 +141,8 @@ def wrap(module: nn.Module, env: DistEnv, shard: bool = False) -> nn.Module:
             fully_shard(blk)
         fully_shard(module)
         return module
+    # the VAE's depthwise convs get channels-last weight gradients: harmless, but DDP warns each step
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DDP(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
 
 

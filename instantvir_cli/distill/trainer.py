@@ -380,10 +380,24 @@ def run_distill(
     if isinstance(config, DistillConfig):
         check_config(cfg)
     env = init_distributed(cfg.run.device)
+    threads = torch.get_num_threads()
     try:
         return _run(cfg, env, max_steps, resume, on_event)
     finally:
+        torch.set_num_threads(threads)
         shutdown(env)
+
+
+def build_context(cfg: DistillConfig, env: DistEnv, emit=None) -> RunContext:
+    """Sources, validation clips, log and helpers of a run (the run folder must exist)."""
+    out = Path(cfg.run.out).expanduser()
+    torch.manual_seed(cfg.run.seed)
+    sources = find_sources(cfg.data)
+    val = {s.name: load_val_clip(s, cfg.data.val_frames, cfg.data.val_size).to(env.device)
+           for s in sources.val} if env.main else {}
+    bf16 = env.device.type == "cuda" and cfg.run.precision in ("auto", "bf16")
+    return RunContext(cfg, out, env, sources, val, JsonlLog(out / LOG_FILE if env.main else None),
+                      emit or (lambda e: None), bf16=bf16)
 
 
 def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) -> RunResult:
@@ -391,17 +405,13 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
     out = Path(cfg.run.out).expanduser()
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    bf16 = env.device.type == "cuda" and cfg.run.precision in ("auto", "bf16")
     if cfg.run.precision == "bf16" and env.device.type == "cpu":
         emit(Event("info", message="run.precision = 'bf16' is for CUDA; on the CPU the run stays in fp32"))
     if env.main:
         _prepare_folder(cfg, out, resume, emit)
     env.barrier()
-    torch.manual_seed(cfg.run.seed)
-    sources = find_sources(cfg.data)
-    val = {s.name: load_val_clip(s, cfg.data.val_frames, cfg.data.val_size).to(env.device)
-           for s in sources.val} if env.main else {}
-    ctx = RunContext(cfg, out, env, sources, val, JsonlLog(out / LOG_FILE if env.main else None), emit, bf16=bf16)
+    ctx = build_context(cfg, env, emit)
+    sources = ctx.sources
     if env.main:
         ctx.log.write({"kind": "run", "world": env.world, "device": str(env.device), "resume": resume,
                        "max_steps": max_steps, "data": sources.names})
@@ -419,4 +429,4 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
     return RunResult(out, export if export.is_file() else None, rates, results)
 
 
-__all__ = ["Event", "RunResult", "check_config", "effective_config", "run_distill"]
+__all__ = ["Event", "RunContext", "RunResult", "build_context", "check_config", "effective_config", "run_distill"]

@@ -1,0 +1,183 @@
+"""The trainer on tiny models and synthetic clips: exact resume, stage invalidation, the export
+format that `vir restore` loads, accumulation, gradient checkpointing, teacher-space DMD."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from instantvir_cli.config import DistillConfig, from_dict, to_dict
+from instantvir_cli.distill import export as X
+from instantvir_cli.distill.dist import DistEnv
+from instantvir_cli.distill.stages import StudentStage
+from instantvir_cli.distill.trainer import build_context, run_distill
+from instantvir_cli.errors import ConfigError, OutputRefused
+from instantvir_cli.models.registry import load_checkpoint, read_header
+from instantvir_cli.models.vae import VAE_PRESETS, LeanVAE
+from instantvir_cli.video import write_synthetic_clip
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    write_synthetic_clip(d / "train_a.mp4", 96, 80, frames=24, seed=1)
+    write_synthetic_clip(d / "val_b.mp4", 64, 48, frames=12, seed=2)
+    return d
+
+
+def tiny(clips: Path, out: Path, **tables) -> DistillConfig:
+    """Every stage at test size: 5-frame 32x32 crops, VAE and DiT `tiny`, 1-frame causal blocks."""
+    d = {
+        "run": {"out": str(out), "log_every": 1, "checkpoint_every": 2, "val_every": 0, "threads": 1},
+        "data": {"paths": [str(clips)], "footage": [], "images": ["astronaut"], "val_clips": ["val_b"],
+                 "frames": 5, "crop": 32, "val_frames": 5, "val_size": 32, "workers": 0},
+        "vae": {"preset": "tiny", "steps": 3, "batch": 2, "lr": 1e-3, "ema": 0.9},
+        "teacher": {"preset": "tiny", "steps": 3, "batch": 2, "lr": 1e-3, "ema": 0.9},
+        "student": {"tasks": ["sr4x"], "steps": 6, "batch": 2, "lr": 1e-3, "student_every": 2,
+                    "causal": {"block_frames": 1, "cache_blocks": 1}},
+    }
+    for table, values in tables.items():
+        d[table] = {**d.get(table, {}), **values}
+    return from_dict(DistillConfig, d)
+
+
+def records(out: Path, kind: str = "train", stage: str | None = None) -> list[dict]:
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["kind"] == kind and (stage is None or r["stage"] == stage)]
+
+
+def states(out: Path) -> dict[str, dict]:
+    return {p.parent.name: torch.load(p, weights_only=True) for p in sorted(out.glob("*/state.pt"))}
+
+
+def assert_same(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(clips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    result = run_distill(tiny(clips, out))
+    return out, result
+
+
+def test_run_writes_the_folder(uninterrupted):
+    out, result = uninterrupted
+    assert result.export == out / X.EXPORT_FILE and set(result.rates) == {"vae", "teacher", "student_sr4x"}
+    assert (out / "config.toml").is_file() and (out / X.VAE_FILE).is_file() and (out / X.TEACHER_FILE).is_file()
+    train = records(out, stage="student_sr4x")
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert "student_loss" in train[0] and "meas" in train[0] and "critic_loss" in train[1]
+    assert "student_loss" not in train[1] and train[0]["lr_student"] == 1e-3 and train[0]["steps_per_s"] > 0
+    val = records(out, "val", "student_sr4x")
+    assert [r["step"] for r in val] == [0, 6]                         # initialization, then the end
+    assert {"psnr", "ssim", "flicker", "raw_psnr", "classical_psnr", "init_psnr"} <= set(val[0])
+    assert set(records(out, "val", "vae")[0]) >= {"psnr", "ssim"} and "fm" in records(out, "val", "teacher")[0]
+
+
+def test_export_is_what_vir_restore_loads(uninterrupted, clips):
+    out, _ = uninterrupted
+    ck = load_checkpoint(out / X.EXPORT_FILE)
+    h = ck.header
+    assert set(ck.modules) == {"vae", "student_sr4x"}
+    assert h["vae_preset"] == "tiny" and h["dit_preset"] == "tiny" and h["vae"]["latent_channels"] == 4
+    assert h["dit"]["in_channels"] == 4 and h["dit"]["depth"] == 2
+    entry = h["tasks"]["sr4x"]
+    assert entry["module"] == "student_sr4x" and entry["consistency"] is True
+    assert entry["student"] == {"block_frames": 1, "cache_blocks": 1, "s_star": 0.522}
+    assert entry["operator"]["task"] == "sr4x" and entry["operator"]["kernel"] == "area"
+    prov = h["provenance"]
+    assert prov["recipe"] == to_dict(tiny(clips, out)) and prov["data"]["val"] == ["val_b"]
+    assert prov["steps"] == {"vae": 3, "teacher": 3, "student_sr4x": 6} and prov["date"]
+    assert "git" in prov
+    from instantvir_cli.learned import learned_restorer
+    from instantvir_cli.ops import build_operator
+
+    r = learned_restorer(build_operator("sr4x", 48, 64), checkpoint=out / X.EXPORT_FILE)
+    y = torch.rand(1, 3, 7, 12, 16) * 2 - 1
+    x = torch.cat([r.push(y[:, :, :4]), r.push(y[:, :, 4:]), r.flush()], dim=2)
+    assert x.shape == (1, 3, 7, 48, 64)
+
+
+def test_resume_continues_exactly(uninterrupted, clips, tmp_path):
+    ref, _ = uninterrupted
+    out = tmp_path / "b"
+    run_distill(tiny(clips, out), max_steps=3)       # vae, teacher done (3/3); student stops at 3 of 6
+    assert read_header(out / "student_sr4x" / "student.safetensors")["provenance"]["steps"]["student_sr4x"] == 3
+    run_distill(tiny(clips, out), resume=True)
+    assert records(out, "resume", "student_sr4x")[0]["step"] == 3
+    assert not records(out, "resume", "vae")                           # finished stages are skipped
+    a, b = states(ref), states(out)
+    assert a.keys() == b.keys() == {"vae", "teacher", "student_sr4x"}
+    for stage in a:
+        for part in ("step", "modules", "optim", "ema", "data"):
+            assert_same(a[stage][part], b[stage][part], f"{stage}.{part}")
+    ea, eb = load_checkpoint(ref / X.EXPORT_FILE), load_checkpoint(out / X.EXPORT_FILE)
+    assert_same(ea.modules, eb.modules)
+
+
+def test_changed_inputs_restart_later_stages(uninterrupted, clips, tmp_path):
+    ref, _ = uninterrupted
+    out = tmp_path / "c"
+    run_distill(tiny(clips, out), max_steps=2)       # every stage stops at step 2
+    run_distill(tiny(clips, out), resume=True)       # the VAE goes on to 3: teacher and student restart
+    assert records(out, "resume", "vae")[0]["step"] == 2
+    assert not records(out, "resume", "teacher") and not records(out, "resume", "student_sr4x")
+    a, b = states(ref), states(out)
+    for stage in a:
+        assert_same(a[stage]["modules"], b[stage]["modules"], stage)
+
+
+def test_run_folder_is_not_overwritten(uninterrupted, clips):
+    out, _ = uninterrupted
+    with pytest.raises(OutputRefused, match="already holds a run: pass --resume"):
+        run_distill(tiny(clips, out))
+
+
+def test_later_stages_need_their_inputs(clips, tmp_path):
+    with pytest.raises(ConfigError, match="the later stages need a vae"):
+        run_distill(tiny(clips, tmp_path / "d", run={"stages": ["teacher"]}))
+
+
+def test_accumulation_and_checkpointing_keep_the_losses(clips, tmp_path):
+    def teacher_losses(name, teacher=None, **run):
+        cfg = tiny(clips, tmp_path / name, run={"stages": ["vae", "teacher"], **run},
+                   vae={"steps": 1, "batch": 4}, teacher={"steps": 2, "batch": 4, **(teacher or {})})
+        run_distill(cfg)
+        return [r["loss"] for r in records(tmp_path / name, stage="teacher")]
+    ref = teacher_losses("plain")
+    assert teacher_losses("accumulate", teacher={"accumulate": 2}) == pytest.approx(ref, rel=1e-5)
+    assert teacher_losses("checkpointing", grad_checkpointing=True) == pytest.approx(ref, rel=1e-6)
+
+
+def test_teacher_space_prior(clips, tmp_path):
+    torch.manual_seed(5)
+    tvae = LeanVAE(VAE_PRESETS["tiny"])
+    tpath = X.save_vae(tmp_path / "teacher_vae.safetensors", tvae, "tiny", 1.0, {})
+    out = tmp_path / "e"
+    cfg = tiny(clips, out, teacher={"vae": str(tpath)}, student={"steps": 2, "student_every": 1})
+    run_distill(cfg)
+    assert read_header(out / X.TEACHER_FILE)["vae"] == read_header(tpath)["vae"]
+    # the prior's gradient reaches z_hat through the teacher's encoder and the student's decoder
+    ctx = build_context(cfg, DistEnv())
+    stage = StudentStage(ctx, "sr4x")
+    assert stage.tvae is not None
+    z_hat = torch.randn(1, 4, 2, 4, 4, requires_grad=True)
+    stage.prior_space(z_hat).square().sum().backward()
+    assert float(z_hat.grad.abs().sum()) > 0
+    train = records(out, stage="student_sr4x")
+    assert all(r["dmd_on"] == 1.0 for r in train) and all(torch.isfinite(torch.tensor(r["dmd"])) for r in train)
