@@ -33,3 +33,12 @@ def parse_extra(pairs: list[str] | None) -> dict[str, str]:
             raise UsageError(f"encoder option must be KEY=VALUE, got {pair!r}")
         out[key] = value
     return out
+
+
+def encode_options(codec: str, crf: int, preset: str, pix_fmt: str, lossless: bool, copy_streams: bool,
+                   encoder_opt: list[str] | None):
+    """The core's EncodeOptions from the shared encoding flags."""
+    from instantvir_cli.video import EncodeOptions
+
+    return EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, lossless=lossless,
+                         copy_streams=copy_streams, extra=parse_extra(encoder_opt))

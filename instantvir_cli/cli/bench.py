@@ -59,7 +59,6 @@ def bench(
     from instantvir_cli.bench import bench_quality, bench_speed, describe_model, parse_resolution
     from instantvir_cli.errors import UsageError
     from instantvir_cli.restore import TASKS, RestoreOptions
-    from instantvir_cli.video import EncodeOptions
 
     with handle_errors():
         if quality is not None:
@@ -83,7 +82,7 @@ def bench(
         tasks = list(TASKS) if task == "all" else [task]
         if any(t not in TASKS for t in tasks):
             raise UsageError(f"unknown task {task!r} (choose one of: {', '.join(TASKS)}, all)")
-        encode = EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, extra=enc.parse_extra(encoder_opt))
+        encode = enc.encode_options(codec, crf, preset, pix_fmt, False, True, encoder_opt)
         reports = []
         for t in tasks:
             opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device,

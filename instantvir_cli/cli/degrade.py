@@ -49,15 +49,11 @@ def degrade(
     """Degrade a video with a known operator: y = A(x) + sigma_y * n."""
     from instantvir_cli.degrade import DegradeOptions, degrade_video
     from instantvir_cli.errors import UsageError
-    from instantvir_cli.video import EncodeOptions
 
     with handle_errors():
         if sr_kernel not in ("area", "bicubic"):
             raise UsageError(f"unknown --sr-kernel {sr_kernel!r} (choose area or bicubic)")
-        encode = EncodeOptions(
-            codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, lossless=lossless,
-            copy_streams=copy_streams, extra=enc.parse_extra(encoder_opt),
-        )
+        encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
         opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, sr_kernel=sr_kernel)
         with FrameProgress("degrade", None, enabled=progress) as bar:
             report = degrade_video(input, output, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)

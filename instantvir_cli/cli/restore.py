@@ -66,14 +66,10 @@ def restore(
     """Restore a degraded video (inpaint, deblur or sr4x), block by block."""
     from instantvir_cli.paths import default_output_path
     from instantvir_cli.restore import RestoreOptions, restore_video
-    from instantvir_cli.video import EncodeOptions
 
     with handle_errors():
         out = output or default_output_path(input, "restored")
-        encode = EncodeOptions(
-            codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, lossless=lossless,
-            copy_streams=copy_streams, extra=enc.parse_extra(encoder_opt),
-        )
+        encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps,

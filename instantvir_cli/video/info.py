@@ -68,16 +68,9 @@ class VideoInfo:
 
 def check_input_file(path: Path) -> Path:
     """Raise InputNotFound / InputUnreadable for a missing path, a folder or an empty file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFound(f"input not found: {path}")
-    if path.is_dir():
-        raise InputNotFound(f"input is a folder, not a video file: {path}")
-    if not path.is_file():
-        raise InputNotFound(f"input is not a regular file: {path}")
-    if path.stat().st_size == 0:
-        raise InputUnreadable(f"input is empty (0 bytes): {path}")
-    return path
+    from instantvir_cli.paths import check_input_path
+
+    return check_input_path(Path(path))
 
 
 def open_input(path: Path) -> av.container.InputContainer:
