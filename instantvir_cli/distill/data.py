@@ -303,7 +303,7 @@ class WindowDataset(Dataset):
             s = _scale(g, min(src.width, src.height), cfg.crop, cfg.min_scale)
             w, h = max(cfg.crop, round(src.width * s)), max(cfg.crop, round(src.height * s))
             i, j = int(_uniform(g) * (h - cfg.crop + 1)), int(_uniform(g) * (w - cfg.crop + 1))
-            x = torch.from_numpy(read_window(src, start, cfg.frames, w, h)[:, :, i:i + cfg.crop, j:j + cfg.crop])
+            x = torch.from_numpy(read_window(src, start, cfg.frames, w, h)[:, :, i:i + cfg.crop, j:j + cfg.crop].copy())
         if cfg.hflip and _uniform(g) < 0.5:
             x = x.flip(-1)
         return {"x": x.contiguous(), "seed": int(torch.randint(0, 2**62, (), generator=g)), "index": index}

@@ -302,18 +302,22 @@ def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume
         it = iter(loader)
         if start == 0 and stage.validate_at_start:
             _validate(ctx, stage, name, 0, results)
+        acc: dict[str, list[float]] = {}
         busy, done_here, t_last = 0.0, 0, time.perf_counter()   # the rate counts steps only
         for step in range(start, target):
             for tr in stage.trained.values():
                 for g in tr.optim.param_groups:
                     g["lr"] = tr.lr * lr_factor(o, step)
             micro = [next(it) for _ in range(o.accumulate)]
-            metrics = stage.train_step(step, micro)
+            for k, v in stage.train_step(step, micro).items():
+                acc.setdefault(k, []).append(v)
             now = time.perf_counter()
             busy, done_here, t_last = busy + (now - t_last), done_here + 1, now
             done = step + 1
             if done % cfg.run.log_every == 0 or done == target:
-                metrics = env.mean(metrics)
+                # means since the last log line (the student's terms exist on its steps only)
+                metrics = env.mean({k: sum(v) / len(v) for k, v in acc.items()})
+                acc = {}
                 rate = done_here / busy if busy > 0 else None
                 lrs = {f"lr_{k}": tr.optim.param_groups[0]["lr"] for k, tr in stage.trained.items()}
                 ctx.log.write({"kind": "train", "stage": name, "step": done, **metrics, **lrs,
