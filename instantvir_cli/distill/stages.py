@@ -75,6 +75,14 @@ def frozen(m: nn.Module) -> nn.Module:
     return m
 
 
+def unconditional(dit: DiT, where: str) -> DiT:
+    """`dit`, unless it is text-conditioned: the trainer has no captions to give it."""
+    if dit.config.text_dim:
+        raise ConfigError(f"{where}: a text-conditioned DiT (text_dim {dit.config.text_dim}) needs captions, "
+                          "which the data pipeline does not provide")
+    return dit
+
+
 def seed_models(seed: int, name: str) -> None:
     torch.manual_seed(sample_seed(seed, "init:" + name, 0))
 
@@ -236,6 +244,7 @@ class TeacherStage(Stage):
         self.preset = c.preset
         if c.init:
             dit, self.preset = X.load_teacher(c.init)
+            unconditional(dit, "teacher.init")
         else:
             seed_models(ctx.cfg.run.seed, self.name)
             dit = DiT(dit_model_config(c, self.space.cfg.latent_channels))
@@ -294,7 +303,7 @@ class StudentStage(Stage):
         self.vae, self.vae_preset = self.load_vae()
         self.tvae = self.load_teacher_vae()
         teacher, self.dit_preset = X.load_teacher(self.ctx.teacher_path())
-        self.teacher = frozen(teacher.to(self.device))
+        self.teacher = frozen(unconditional(teacher, "teacher").to(self.device))
         if self.teacher.config.in_channels != self.vae.cfg.latent_channels:
             raise ConfigError(f"student: the teacher takes {self.teacher.config.in_channels} latent channels, the "
                               f"student's VAE makes {self.vae.cfg.latent_channels}: initializing the student "
