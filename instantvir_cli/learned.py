@@ -51,10 +51,11 @@ class DataConsistency:
 
     inpaint (noiseless): x <- M y + (1 - M) x, observed pixels exactly kept.
     sr4x / deblur: `steps` steps of x <- x - (1/L) AT(A x - y), L = ||AT A|| (for the block
-    average one step is the exact projection onto {A x = y}).
+    average one step is the exact projection onto {A x = y}), one frame at a time (832x480
+    deblur: A + AT 9.8 ms per frame alone vs 14.5 ms per frame in blocks of 12).
     """
 
-    def __init__(self, steps: int = 3):
+    def __init__(self, steps: int = 1):
         self.steps = steps
         self._lipschitz: dict[tuple, float] = {}
 
@@ -70,9 +71,13 @@ class DataConsistency:
         if key not in self._lipschitz:
             self._lipschitz[key] = operator_norm_sq(op, (1, 1, 1, *x.shape[-2:]), x.device)
         step = 1.0 / self._lipschitz[key]
-        for _ in range(self.steps):
-            x = x - step * op.AT(op.A(x) - y)
-        return x
+        frames = []
+        for t in range(x.shape[2]):
+            xt, yt = x[:, :, t:t + 1], y[:, :, t:t + 1]
+            for _ in range(self.steps):
+                xt = xt - step * op.AT(op.A(xt) - yt)
+            frames.append(xt)
+        return torch.cat(frames, 2)
 
 
 class InstantViRRestorer:
@@ -88,7 +93,7 @@ class InstantViRRestorer:
 
     name = "instantvir"
 
-    def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, consistency_steps: int = 3,
+    def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, consistency_steps: int = 1,
                  context: torch.Tensor | None = None):
         self.op = op
         self.vae, self.student = vae, student
@@ -234,13 +239,13 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
         raise CheckpointError(f"{path}: header does not describe the models ({err})") from None
     load_module_state(vae, ckpt.state_dict("vae"), "vae")
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
-    steps = consistency_steps if consistency_steps is not None else (3 if entry.get("consistency", True) else 0)
+    steps = consistency_steps if consistency_steps is not None else (1 if entry.get("consistency", True) else 0)
     return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps)
 
 
 def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed: int = 0,
                     block_frames: int = 3, cache_blocks: int | None = 6,
-                    consistency_steps: int = 3) -> InstantViRRestorer:
+                    consistency_steps: int = 1) -> InstantViRRestorer:
     """An InstantViR restorer with random weights of the named presets (for timing only)."""
     torch.manual_seed(seed)
     vcfg = vae_config(vae)

@@ -128,7 +128,7 @@ def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
         from instantvir_cli.learned import learned_restorer, random_restorer
 
         if opts.arch or opts.vae:
-            steps = 3 if opts.consistency_steps is None else opts.consistency_steps
+            steps = 1 if opts.consistency_steps is None else opts.consistency_steps
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
                                    consistency_steps=steps)
         return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device,

@@ -49,7 +49,7 @@ def restore(
     consistency_steps: Annotated[
         Optional[int],
         typer.Option("--consistency-steps", min=0, max=50,
-                     help="instantvir: data-consistency steps after decoding (0 = off; default: the checkpoint's)."),
+                     help="instantvir: data-consistency steps after decoding (0 = off; default: 1 when the checkpoint enables it)."),
     ] = None,
     codec: enc.Codec = "libx264",
     crf: enc.Crf = 18,

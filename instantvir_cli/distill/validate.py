@@ -20,7 +20,7 @@ from instantvir_cli.models.flow import add_noise, timestep, v_target
 from instantvir_cli.ops import Operator, build_operator
 
 PUSH_FRAMES = 4          # frames per push when streaming a validation clip
-CONSISTENCY_STEPS = 3    # what `vir restore` runs for an export with "consistency": true
+CONSISTENCY_STEPS = 1  # as `vir restore` does by default
 VAL_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
