@@ -125,7 +125,9 @@ def bench_speed(
         base = passthrough_fps(clean, encode, work)
         compare: dict[str, float | str] = {}
         if "dps" in compare_with:
-            compare.update(compare_dps(degraded, task, opts, dps_steps, report.fps))
+            # DPS is timed on the model alone, so the student's side is its model-only fps too
+            restore_s = report.stages.get("restore", 0.0)
+            compare.update(compare_dps(degraded, task, opts, dps_steps, report.frames / max(restore_s, 1e-9)))
         if "wan-vae" in compare_with:
             compare.update(compare_wan_vae(width, height, frames, opts.vae or _vae_of(opts)))
     restore_s = report.stages.get("restore", 0.0)
@@ -181,7 +183,11 @@ def _load_clip(path: Path) -> torch.Tensor:
 
 
 def compare_dps(degraded: Path, task: str, opts: RestoreOptions, steps: int, student_fps: float) -> dict:
-    """Time DPS with `steps` steps and the same teacher architecture on the same input."""
+    """Time DPS with `steps` steps and the same teacher architecture on the same input.
+
+    `speedup_vs_dps` = the student's model-only fps (`student_fps`) / DPS's fps; both exclude
+    decoding and encoding the video files.
+    """
     from instantvir_cli.dps import dps_restore
     from instantvir_cli.learned import learned_restorer, random_restorer
     from instantvir_cli.restore import resolve_operator
