@@ -15,7 +15,7 @@ import torch
 
 from instantvir_cli.errors import InputCorrupt, UsageError
 from instantvir_cli.ops import build_operator
-from instantvir_cli.paths import check_input_path, check_output_path, sidecar_path
+from instantvir_cli.paths import check_input_path, check_output_path
 from instantvir_cli.sidecar import Sidecar
 from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe
 
@@ -115,23 +115,22 @@ def degrade_video(
                 on_progress(frames, info.frames)
         if frames == 0:
             raise InputCorrupt(f"no frames could be decoded from {input_path}")
-        # The sidecar goes down before the video is renamed into place, so a video at the
-        # output path always has its sidecar.
-        sidecar = Sidecar(
-            operator=op.to_dict(),
-            source={
-                "path": str(input_path.resolve()),
-                "width": info.width,
-                "height": info.height,
-                "crop": list(crop),
-                "frames": frames,
-            },
-            noise_seed=opts.seed,
-        )
-        sidecar_file = sidecar.write(output_path)
+    # Written (atomically) only once the video is in place: a failed run leaves neither, and
+    # with --overwrite an old pair is never half replaced by a sidecar without its video.
+    sidecar_file = Sidecar(
+        operator=op.to_dict(),
+        source={
+            "path": str(input_path.resolve()),
+            "width": info.width,
+            "height": info.height,
+            "crop": list(crop),
+            "frames": frames,
+        },
+        noise_seed=opts.seed,
+    ).write(output_path)
     return DegradeReport(
         output=output_path,
-        sidecar=sidecar_path(output_path) if sidecar_file else sidecar_file,
+        sidecar=sidecar_file,
         frames=frames,
         seconds=time.perf_counter() - t_start,
         operator=op.to_dict(),

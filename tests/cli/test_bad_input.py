@@ -100,3 +100,9 @@ def test_missing_task_without_sidecar(clip_odd, tmp_path):
     out = tmp_path / "out.mp4"
     assert_one_line_error(vir("restore", clip_odd, "-o", out, "--model", "classical"), 2)
     _nothing_at(out)
+
+
+def test_failed_degrade_leaves_no_sidecar(bad_inputs, tmp_path):
+    out = tmp_path / "out.mkv"
+    assert_one_line_error(vir("degrade", bad_inputs["truncated"], out, "--task", "deblur", "--no-progress"), 5)
+    assert not out.exists() and not (tmp_path / "out.mkv.vir.json").exists()
