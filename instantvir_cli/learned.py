@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from instantvir_cli.errors import CheckpointError
+from instantvir_cli.errors import CheckpointError, UsageError
 from instantvir_cli.models.registry import (
     config_from_dict,
     dit_config,
@@ -32,6 +32,22 @@ from instantvir_cli.models.vae import LeanVAE, VAEConfig, VAEStreamState, vae_co
 from instantvir_cli.ops import Operator
 
 STAGES = ("init", "vae_encode", "student", "vae_decode", "consistency")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The reduced precision for the student and the decoder, or None for fp32.
+
+    auto: bf16 on CUDA, fp32 on CPU. The encoder always runs in fp32: bf16 encoding of the
+    degraded input hurts causal rollouts (research/components.md §5).
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r} (choose one of: {', '.join(PRECISIONS)})")
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise UsageError(f"{precision} on the CPU is hundreds of times slower than fp32 here: use fp32 (or auto)")
+        return None
+    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
 def operator_norm_sq(op: Operator, shape: tuple[int, ...], device: torch.device, iters: int = 20) -> float:
@@ -89,13 +105,16 @@ class InstantViRRestorer:
         student: the causal one-step student.
         consistency_steps: data-consistency steps after decoding (0 = off).
         context: optional text embeddings (B, Lc, text_dim) for a text-conditioned student.
+        precision: auto | fp32 | bf16 | fp16 for the student and the decoder (see `autocast_dtype`).
     """
 
     name = "instantvir"
 
     def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, consistency_steps: int = 1,
-                 context: torch.Tensor | None = None):
+                 context: torch.Tensor | None = None, precision: str = "auto"):
         self.op = op
+        self.device = next(student.parameters()).device
+        self.half = autocast_dtype(precision, self.device)
         self.vae, self.student = vae, student
         self.context = context
         self.consistency = DataConsistency(consistency_steps)
@@ -121,6 +140,8 @@ class InstantViRRestorer:
 
     # ------------------------------------------------------------------ helpers
     def _tick(self, stage: str, t0: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # kernels are asynchronous: time them where they end
         t1 = time.perf_counter()
         self.timings[stage] += t1 - t0
         return t1
@@ -153,9 +174,11 @@ class InstantViRRestorer:
         x_in = self._pad_space(x0)
         z_in = self.vae.encode_stream(x_in, self._enc)                  # (B, d, n, h, w)
         t0 = self._tick("vae_encode", t0)
-        z_hat = self.student.step(z_in, self._cache, self.context)      # (B, d, n, h, w)
-        t0 = self._tick("student", t0)
-        x = self.vae.decode_stream(z_hat, self._dec)[..., :H, :W]       # (B, C, T, H, W)
+        with torch.autocast(self.device.type, dtype=self.half, enabled=self.half is not None):
+            z_hat = self.student.step(z_in, self._cache, self.context)  # (B, d, n, h, w)
+            t0 = self._tick("student", t0)
+            x = self.vae.decode_stream(z_hat, self._dec)[..., :H, :W]   # (B, C, T, H, W)
+        x = x.float()
         t0 = self._tick("vae_decode", t0)
         x, y = x[:, :, :frames], y[:, :, :frames]
         x = self.consistency(self.op, x, y, None if m is None else m[:, :, :frames]).clamp(-1, 1)
@@ -219,7 +242,7 @@ def _prepare(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Mo
 
 
 def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device: str = "cpu",
-                     consistency_steps: int | None = None) -> InstantViRRestorer:
+                     consistency_steps: int | None = None, precision: str = "auto") -> InstantViRRestorer:
     """The InstantViR restorer for `op.task` from a checkpoint (see `find_checkpoint` for the lookup).
 
     Raises CheckpointError when no checkpoint is found, it is invalid, or it has no student for
@@ -240,12 +263,12 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     load_module_state(vae, ckpt.state_dict("vae"), "vae")
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
     steps = consistency_steps if consistency_steps is not None else (1 if entry.get("consistency", True) else 0)
-    return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps)
+    return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps, precision=precision)
 
 
 def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed: int = 0,
                     block_frames: int = 3, cache_blocks: int | None = 6,
-                    consistency_steps: int = 1) -> InstantViRRestorer:
+                    consistency_steps: int = 1, precision: str = "auto") -> InstantViRRestorer:
     """An InstantViR restorer with random weights of the named presets (for timing only)."""
     torch.manual_seed(seed)
     vcfg = vae_config(vae)
@@ -254,4 +277,5 @@ def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed
     s = CausalStudent(dcfg, StudentConfig(block_frames=block_frames, cache_blocks=cache_blocks))
     # a text-conditioned preset (wan2.1-1.3b) gets a stand-in context of umT5's 512 tokens
     context = torch.zeros(1, 512, dcfg.text_dim, device=device) if dcfg.text_dim else None
-    return InstantViRRestorer(op, _prepare(v, device), _prepare(s, device), consistency_steps, context=context)
+    return InstantViRRestorer(op, _prepare(v, device), _prepare(s, device), consistency_steps, context=context,
+                              precision=precision)

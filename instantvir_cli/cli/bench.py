@@ -43,6 +43,9 @@ def bench(
         Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
     ] = None,
     block_frames: Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")] = 12,
+    precision: Annotated[
+        str, typer.Option("--precision", help="instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")
+    ] = "auto",
     quality: Annotated[
         Optional[tuple[Path, Path]],
         typer.Option("--quality", help="Measure PSNR/SSIM/flicker of TEST against REF instead of timing.",
@@ -86,7 +89,7 @@ def bench(
         reports = []
         for t in tasks:
             opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device,
-                                  checkpoint=checkpoint, arch=arch, vae=vae)
+                                  checkpoint=checkpoint, arch=arch, vae=vae, precision=precision)
             info(f"timing {t} ({describe_model(opts)}) at {width}x{height}, {frames} frames on {STATE.device}")
             with FrameProgress(f"bench {t}", frames) as bar:
                 reports.append(bench_speed(width, height, frames, t, opts, encode, on_progress=bar,

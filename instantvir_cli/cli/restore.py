@@ -46,6 +46,9 @@ def restore(
         Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
     ] = None,
     block_frames: Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")] = 12,
+    precision: Annotated[
+        str, typer.Option("--precision", help="instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")
+    ] = "auto",
     consistency_steps: Annotated[
         Optional[int],
         typer.Option("--consistency-steps", min=0, max=50,
@@ -72,7 +75,7 @@ def restore(
         encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
-            device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps,
+            device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
         )
         with FrameProgress("restore", None, enabled=progress) as bar:
             report = restore_video(input, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)

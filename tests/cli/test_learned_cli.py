@@ -93,3 +93,11 @@ def test_bench_compare_wan_vae():
     c = json.loads(result.stdout)["compare"]
     assert c["vae"] == "tiny" and c["vae_frames"] == 5
     assert c["wan_vae_s"] > 0 and c["vae_s"] > 0 and c["vae_speedup"] == pytest.approx(c["wan_vae_s"] / c["vae_s"])
+
+
+def test_bf16_on_cpu_is_refused(clip_odd, tiny_ckpt, tmp_path):
+    out = tmp_path / "o.mp4"
+    result = vir("--device", "cpu", "restore", clip_odd, "-o", out, "--task", "deblur", "--checkpoint", tiny_ckpt,
+                 "--precision", "bf16")
+    assert_one_line_error(result, 2)
+    assert not out.exists()

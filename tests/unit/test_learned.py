@@ -133,3 +133,17 @@ def test_no_checkpoint_lists_the_places_searched(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="searched") as err:
         learned_restorer(build_operator("sr4x", H, W), None)
     assert str(tmp_path) in str(err.value)
+
+
+def test_precision_auto_is_fp32_on_cpu_and_bf16_refused():
+    from instantvir_cli.errors import UsageError
+    from instantvir_cli.learned import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("auto", cuda) is torch.bfloat16 and autocast_dtype("fp16", cuda) is torch.float16
+    assert autocast_dtype("fp32", cuda) is None
+    with pytest.raises(UsageError, match="CPU"):
+        autocast_dtype("bf16", cpu)
+    with pytest.raises(UsageError, match="unknown precision"):
+        autocast_dtype("fp8", cpu)
