@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from instantvir_cli.cli import _encode as enc
+from instantvir_cli.cli import _model as opt
 from instantvir_cli.cli import app
 from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, info, out_console
 
@@ -28,7 +29,7 @@ def bench(
     resolution: Annotated[str, typer.Option("--resolution", "-r", help="Output frame size WxH to time.")] = "832x480",
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, max=10000, help="Frames in the generated clip.")] = 48,
     task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x | all.")] = "sr4x",
-    model: Annotated[str, typer.Option("--model", "-m", help="Restorer: instantvir | classical.")] = "instantvir",
+    model: opt.Model = "instantvir",
     arch: Annotated[
         Optional[str], typer.Option("--arch", help="Time RANDOM weights of this DiT preset (no checkpoint needed).")
     ] = None,
@@ -39,13 +40,9 @@ def bench(
                      "(Wan2.1's VAE, needs diffusers). Repeatable."),
     ] = None,
     dps_steps: Annotated[int, typer.Option("--dps-steps", min=1, max=1000, help="Steps of DPS for --compare dps.")] = 50,
-    checkpoint: Annotated[
-        Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
-    ] = None,
-    block_frames: Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")] = 12,
-    precision: Annotated[
-        str, typer.Option("--precision", help="instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")
-    ] = "auto",
+    checkpoint: opt.Checkpoint = None,
+    block_frames: opt.BlockFrames = 12,
+    precision: opt.Precision = "auto",
     quality: Annotated[
         Optional[tuple[Path, Path]],
         typer.Option("--quality", help="Measure PSNR/SSIM/flicker of TEST against REF instead of timing.",

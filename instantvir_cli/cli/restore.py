@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from instantvir_cli.cli import _encode as enc
+from instantvir_cli.cli import _model as opt
 from instantvir_cli.cli import app
 from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, out_console, warn
 
@@ -31,9 +32,7 @@ def restore(
         Optional[str],
         typer.Option("--task", "-t", help="inpaint | deblur | sr4x (default: from IN.vir.json).", show_default=False),
     ] = None,
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Restorer: instantvir (the learned model) | classical.")
-    ] = "instantvir",
+    model: opt.Model = "instantvir",
     mask: Annotated[
         Optional[Path],
         typer.Option("--mask", help="Inpainting keep-mask: image or video of the frame size, non-zero = observed."),
@@ -42,13 +41,9 @@ def restore(
     noise: Annotated[
         Optional[float], typer.Option("--noise", min=0.0, help="Measurement noise std on [-1, 1] (default: sidecar or 0).")
     ] = None,
-    checkpoint: Annotated[
-        Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
-    ] = None,
-    block_frames: Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")] = 12,
-    precision: Annotated[
-        str, typer.Option("--precision", help="instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")
-    ] = "auto",
+    checkpoint: opt.Checkpoint = None,
+    block_frames: opt.BlockFrames = 12,
+    precision: opt.Precision = "auto",
     consistency_steps: Annotated[
         Optional[int],
         typer.Option("--consistency-steps", min=0, max=50,

@@ -1,0 +1,17 @@
+"""Model options shared by `restore` and `bench` (one definition each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Restorer: instantvir (the learned model) | classical.")]
+Checkpoint = Annotated[
+    Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
+]
+BlockFrames = Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")]
+Precision = Annotated[
+    str, typer.Option("--precision", help="instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")
+]
