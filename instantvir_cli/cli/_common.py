@@ -72,15 +72,18 @@ def debug(message: str) -> None:
 
 
 @contextlib.contextmanager
-def handle_errors() -> Iterator[None]:
-    """Turn domain errors into one red line on stderr and their exit code; Ctrl-C into 130."""
+def handle_errors(interrupted: str = "nothing was written to the output path") -> Iterator[None]:
+    """Turn domain errors into one red line on stderr and their exit code; Ctrl-C into 130.
+
+    `interrupted` says what the user has after Ctrl-C.
+    """
     try:
         yield
     except VirError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]: nothing was written to the output path")
+        err_console.print(f"[red]interrupted[/red]: {interrupted}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -60,7 +60,7 @@ def bench(
     from instantvir_cli.errors import UsageError
     from instantvir_cli.restore import TASKS, RestoreOptions
 
-    with handle_errors():
+    with handle_errors("nothing was measured"):
         if quality is not None:
             ref, test = quality
             with FrameProgress("quality", None) as bar:

@@ -107,7 +107,7 @@ def distill(
 
     Runs under torchrun as well (DDP over the processes). Logs go to <run folder>/log.jsonl.
     """
-    with handle_errors():
+    with handle_errors("the run folder keeps its last checkpoint: continue with --resume"):
         from instantvir_cli.config import to_toml
         from instantvir_cli.distill.trainer import effective_config, run_distill
 
