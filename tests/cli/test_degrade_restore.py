@@ -114,3 +114,32 @@ def test_bench_speed_json(task):
     data = json.loads(result.stdout)
     assert data["task"] == task and data["frames"] == 5
     assert data["e2e_fps"] > 0 and set(data["stages"]) >= {"decode", "restore", "encode"}
+
+
+def test_inpaint_with_a_mask_video_keeps_each_frames_observed_pixels(clip_testsrc_audio, tmp_path):
+    with av.open(str(clip_testsrc_audio)) as c:
+        s = c.streams.video[0]
+        w, h = s.codec_context.width, s.codec_context.height
+        n = sum(1 for _ in c.decode(video=0))
+    rng = np.random.default_rng(1)
+    keep = (rng.random((n, h, w)) < 0.4).astype(np.uint8) * 255          # a different mask every frame
+    mask = tmp_path / "keep.mkv"
+    with av.open(str(mask), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "gray"
+        for m in keep:
+            for p in s.encode(av.VideoFrame.from_ndarray(m, format="gray")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    holes = tmp_path / "holes.mkv"
+    result = vir("degrade", clip_testsrc_audio, holes, "--task", "inpaint", "--mask", mask, "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    out = tmp_path / "filled.mkv"
+    result = vir("restore", holes, "-o", out, "--model", "classical", "--lossless", "--block-frames", "5",
+                 "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    y, x = _frames(holes), _frames(out)
+    observed = keep > 0
+    assert np.array_equal(x[observed], y[observed])
+    assert (y[~observed] == 128).all()                                   # holes are mid-grey in the measurement
