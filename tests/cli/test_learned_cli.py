@@ -101,3 +101,34 @@ def test_bf16_on_cpu_is_refused(clip_odd, tiny_ckpt, tmp_path):
                  "--precision", "bf16")
     assert_one_line_error(result, 2)
     assert not out.exists()
+
+
+def test_instantvir_inpaint_with_a_mask_video(clip_testsrc_audio, tiny_ckpt, tmp_path):
+    import numpy as np
+
+    with av.open(str(clip_testsrc_audio)) as c:
+        s = c.streams.video[0]
+        w, h = s.codec_context.width, s.codec_context.height
+        n = sum(1 for _ in c.decode(video=0))
+    keep = (np.random.default_rng(2).random((n, h, w)) < 0.5).astype(np.uint8) * 255
+    mask = tmp_path / "keep.mkv"
+    with av.open(str(mask), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "gray"
+        for m in keep:
+            for p in s.encode(av.VideoFrame.from_ndarray(m, format="gray")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    holes = tmp_path / "holes.mkv"
+    assert vir("degrade", clip_testsrc_audio, holes, "--task", "inpaint", "--mask", mask, "--no-progress").exit_code == 0
+    out = tmp_path / "filled.mkv"
+    result = vir("restore", holes, "-o", out, "--checkpoint", tiny_ckpt, "--lossless", "--block-frames", "5",
+                 "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    with av.open(str(holes)) as c:
+        y = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    with av.open(str(out)) as c:
+        x = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert x.shape == y.shape
+    assert np.array_equal(x[keep > 0], y[keep > 0])   # exact consistency with each frame's own mask
