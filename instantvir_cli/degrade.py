@@ -65,7 +65,7 @@ def degrade_video(
     warn: Callable[[str], None] | None = None,
 ) -> DegradeReport:
     """Degrade `input_path` into `output_path` and write the sidecar `output_path.vir.json`."""
-    from instantvir_cli.masks import load_mask
+    from instantvir_cli.masks import inpaint_operator_from_mask
 
     if opts.task not in TASKS:
         raise UsageError(f"unknown task {opts.task!r} (choose one of: {', '.join(TASKS)})")
@@ -84,11 +84,7 @@ def degrade_video(
     mask_source = None
     if opts.task == "inpaint":
         if opts.mask is not None:
-            mask_source = load_mask(opts.mask, h, w)
-            op = build_operator("inpaint", h, w, mask=mask_source.static_mask())
-            op = op.with_mask_file(opts.mask) if hasattr(op, "with_mask_file") else op
-            if not getattr(mask_source, "is_video", False):
-                mask_source = None
+            op, mask_source = inpaint_operator_from_mask(opts.mask, h, w)
         else:
             op = build_operator("inpaint", h, w, seed=opts.seed)
     elif opts.task == "sr4x":

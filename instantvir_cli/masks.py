@@ -135,3 +135,16 @@ def load_mask(path: str | Path, height: int, width: int, threshold: float | None
     Raises: MaskInvalid (missing, unreadable, wrong size).
     """
     return MaskSource(Path(path), height, width, threshold)
+
+
+def inpaint_operator_from_mask(path: str | Path, height: int, width: int):
+    """The inpainting operator of a user keep-mask file, and its source when it is a video.
+
+    Returns (op, source): op holds the first (or only) mask and records the file; source is
+    the `MaskSource` to stream per-frame masks from (None for an image mask).
+    """
+    from instantvir_cli.ops import build_operator
+
+    source = load_mask(path, height, width)
+    op = build_operator("inpaint", height, width, mask=source.static_mask()).with_mask_file(path)
+    return op, (source if source.is_video else None)

@@ -77,7 +77,7 @@ def resolve_operator(
     Order: the `--task`/`--mask` the user gave, then the sidecar `IN.vir.json`, then defaults.
     The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
     """
-    from instantvir_cli.masks import load_mask
+    from instantvir_cli.masks import inpaint_operator_from_mask, load_mask
 
     sidecar = Sidecar.read(input_path)
     spec = dict(sidecar.operator) if sidecar else None
@@ -93,9 +93,7 @@ def resolve_operator(
 
     mask_source = None
     if task == "inpaint" and opts.mask is not None:
-        mask_source = load_mask(opts.mask, info.height, info.width)
-        op = build_operator("inpaint", info.height, info.width, mask=mask_source.static_mask())
-        op = op.with_mask_file(opts.mask) if hasattr(op, "with_mask_file") else op
+        op, mask_source = inpaint_operator_from_mask(opts.mask, info.height, info.width)
     elif spec is not None:
         mask = None
         if task == "inpaint" and spec.get("mask_file"):
@@ -114,7 +112,7 @@ def resolve_operator(
         op = build_operator(task, height, width, seed=opts.seed) if task == "inpaint" else build_operator(task, height, width)
     if opts.sigma_y is not None:
         op.sigma_y = float(opts.sigma_y)
-    if mask_source is not None and not getattr(mask_source, "is_video", False):
+    if mask_source is not None and not mask_source.is_video:
         mask_source = None
     return op, mask_source
 

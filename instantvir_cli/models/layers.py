@@ -171,12 +171,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Te
     return o.transpose(1, 2).reshape(B, Lq, nh * hd)                   # (B, Lq, D)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with q/k RMSNorm over the whole width and 3-D RoPE.
-
-    `project` and `forward` are split so that the causal student can put cached keys between
-    the projection and the attention (see `student.py`).
-    """
+class _Projections(nn.Module):
+    """q, k, v, o projections and the q/k RMSNorm (Wan's names), shared by both attentions."""
 
     def __init__(self, dim: int, heads: int, qk_norm: bool = True, eps: float = 1e-6):
         super().__init__()
@@ -187,6 +183,14 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
         self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+
+
+class SelfAttention(_Projections):
+    """Multi-head self-attention with q/k RMSNorm over the whole width and 3-D RoPE.
+
+    `project` and `forward` are split so that the causal student can put cached keys between
+    the projection and the attention (see `student.py`).
+    """
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L, D) -> q, k, v each (B, L, nh, hd); q and k normalized, not yet rotated."""
@@ -226,18 +230,8 @@ class SelfAttention(nn.Module):
         return self.o(attention(q, k, v, mask))                        # (B, L, D)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Projections):
     """Attention from video tokens to (projected) text tokens; no RoPE, no mask."""
-
-    def __init__(self, dim: int, heads: int, qk_norm: bool = True, eps: float = 1e-6):
-        super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
     def kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """(B, Lc, D) projected text -> k, v each (B, Lc, nh, hd); cacheable across blocks."""

@@ -21,3 +21,20 @@ def assert_one_line_error(result, code: int) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:"), lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def write_mask(path, masks) -> None:
+    """Write uint8 keep-masks: (H, W) as a PNG image, (T, H, W) as a lossless FFV1 video."""
+    import av
+    import numpy as np
+
+    masks = np.asarray(masks, dtype=np.uint8)
+    frames = masks[None] if masks.ndim == 2 else masks
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("png") if masks.ndim == 2 else c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "gray"
+        for m in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(m, format="gray")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)

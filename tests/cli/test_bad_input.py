@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import assert_one_line_error, vir
+from tests.cli.helpers import assert_one_line_error, vir, write_mask
 
 
 def _restore(inp, out, *extra):
@@ -62,18 +62,10 @@ def test_existing_output_without_overwrite(clip_odd, tmp_path):
 
 
 def test_mask_of_wrong_size(clip_testsrc_audio, tmp_path):
-    import av
     import numpy as np
 
     mask = tmp_path / "mask.png"
-    with av.open(str(mask), "w") as c:
-        s = c.add_stream("png")
-        s.width, s.height, s.pix_fmt = 10, 7, "gray"
-        frame = av.VideoFrame.from_ndarray(np.full((7, 10), 255, np.uint8), format="gray")
-        for p in s.encode(frame):
-            c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_mask(mask, np.full((7, 10), 255, np.uint8))
     out = tmp_path / "out.mp4"
     result = vir("restore", clip_testsrc_audio, "-o", out, "--task", "inpaint", "--mask", mask, "--model", "classical",
                  "--no-progress")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from instantvir_cli.video import VideoReader
-from tests.cli.helpers import vir
+from tests.cli.helpers import vir, write_mask
 
 FAST = ("--preset", "ultrafast", "--no-progress")
 
@@ -88,13 +88,7 @@ def test_inpaint_with_mask_file_keeps_observed_pixels(clip_testsrc_audio, tmp_pa
     rng = np.random.default_rng(0)
     keep = (rng.random((h, w)) < 0.3).astype(np.uint8) * 255
     mask = tmp_path / "keep.png"
-    with av.open(str(mask), "w") as c:
-        s = c.add_stream("png")
-        s.width, s.height, s.pix_fmt = w, h, "gray"
-        for p in s.encode(av.VideoFrame.from_ndarray(keep, format="gray")):
-            c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_mask(mask, keep)
     holes = tmp_path / "holes.mkv"
     assert vir("degrade", clip_testsrc_audio, holes, "--task", "inpaint", "--mask", mask, "--no-progress").exit_code == 0
     assert json.loads((tmp_path / "holes.mkv.vir.json").read_text())["operator"]["task"] == "inpaint"
@@ -124,14 +118,7 @@ def test_inpaint_with_a_mask_video_keeps_each_frames_observed_pixels(clip_testsr
     rng = np.random.default_rng(1)
     keep = (rng.random((n, h, w)) < 0.4).astype(np.uint8) * 255          # a different mask every frame
     mask = tmp_path / "keep.mkv"
-    with av.open(str(mask), "w") as c:
-        s = c.add_stream("ffv1", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "gray"
-        for m in keep:
-            for p in s.encode(av.VideoFrame.from_ndarray(m, format="gray")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_mask(mask, keep)
     holes = tmp_path / "holes.mkv"
     result = vir("degrade", clip_testsrc_audio, holes, "--task", "inpaint", "--mask", mask, "--no-progress")
     assert result.exit_code == 0, result.stderr

@@ -7,7 +7,7 @@ import json
 import av
 import pytest
 
-from tests.cli.helpers import assert_one_line_error, vir
+from tests.cli.helpers import assert_one_line_error, vir, write_mask
 from tests.model_fixtures import save_tiny_checkpoint
 
 
@@ -112,14 +112,7 @@ def test_instantvir_inpaint_with_a_mask_video(clip_testsrc_audio, tiny_ckpt, tmp
         n = sum(1 for _ in c.decode(video=0))
     keep = (np.random.default_rng(2).random((n, h, w)) < 0.5).astype(np.uint8) * 255
     mask = tmp_path / "keep.mkv"
-    with av.open(str(mask), "w") as c:
-        s = c.add_stream("ffv1", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "gray"
-        for m in keep:
-            for p in s.encode(av.VideoFrame.from_ndarray(m, format="gray")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_mask(mask, keep)
     holes = tmp_path / "holes.mkv"
     assert vir("degrade", clip_testsrc_audio, holes, "--task", "inpaint", "--mask", mask, "--no-progress").exit_code == 0
     out = tmp_path / "filled.mkv"
