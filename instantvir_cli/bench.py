@@ -161,7 +161,8 @@ def describe_model(opts: RestoreOptions) -> str:
     if opts.model == "classical":
         return "classical"
     if opts.arch or opts.vae:
-        return f"random:{opts.arch or 'small-p4'}+{opts.vae or 'small'}"
+        extra = (f" init={opts.init}" if opts.init != "operator" else "") + (" residual" if opts.residual else "")
+        return f"random:{opts.arch or 'small-p4'}+{opts.vae or 'small'}{extra}"
     from instantvir_cli.models.registry import find_checkpoint
 
     return f"checkpoint:{find_checkpoint(opts.checkpoint)}"

@@ -227,18 +227,22 @@ class StudentStageConfig(Optim):
 
     Each iteration: restore z_hat = student(E(init(y))); the critic takes a flow-matching step
     on sg(z_hat); every `student_every`-th iteration the student takes a step on
-    meas_weight ||A(D(z_hat)) - y||^2 + dmd_weight DMD(teacher, critic) + gt_weight ||z_hat - E(x)||^2.
+    meas_weight ||A(x_hat) - y||^2 + dmd_weight DMD(teacher, critic) + gt_weight ||z_hat - E(x)||^2,
+    with x_hat = D(z_hat), or x0 + D(z_hat) - D(E(x0)) with `residual`; z_hat = student(E(x0)).
     """
 
     tasks: tuple[str, ...] = TASKS              # one student per task
     steps: int = 2000                           # iterations (critic steps) per task
     critic_lr: float = 0.0                      # 0 = lr
-    student_every: int = 5                      # the student steps every k-th iteration (DMD2's ratio)
+    student_every: int = 5                      # the student steps every k-th iteration (DMD2's ratio); every one without a prior
     dmd_warmup: int = 0                         # student steps with prior weight 0
     meas_weight: float = 1.0                    # measurement consistency
     meas_space: str = field(default="pixel", metadata=_choices("pixel", "latent"))  # latent: ||E(init(A(D(z)))) - E(init(y))|| with identity gradient
     dmd_weight: float = 1.0                     # the distribution-matching prior
-    gt_weight: float = 0.0                      # latent MSE to the clean window's latent (paired data; off by default)
+    gt_weight: float = 0.0                      # loss to the clean window (paired data; off by default)
+    gt_space: str = field(default="latent", metadata=_choices("latent", "pixel"))  # latent: ||z_hat - E(x)||^2; pixel: ||x_hat - x||^2
+    init: str = field(default="operator", metadata=_choices("operator", "classical", "fast"))  # the initial estimate x0 (estimate.INITS)
+    residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
     prior_mask: str = field(default="all", metadata=_choices("all", "missing"))  # missing: inpainting's prior only where pixels are missing
     shift: float = 8.0                          # timestep shift of the DMD and critic flow times
     s_min: float = 0.02                         # clamp of the shifted flow time

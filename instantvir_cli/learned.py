@@ -1,7 +1,11 @@
 """The InstantViR restorer: measurement -> VAE encode -> ONE student pass per block -> VAE decode.
 
-    y-block -> x0 = op.init(y) -> pad -> VAE.encode_stream -> CausalStudent.step (KV cache)
+    y-block -> x0 = init(y) -> pad -> VAE.encode_stream -> CausalStudent.step (KV cache)
             -> VAE.decode_stream -> crop -> data consistency -> x-block
+
+init is `estimate.InitialEstimate` (the operator's pseudo-inverse, or a classical restorer).
+With `residual`, the decoder turns the student's change into pixels and adds it to x0:
+x = x0 + D(z_hat) - D(z_in), both latents decoded in one batch of two streams.
 
 Frames are held until a whole student block of latent frames can be formed: with a 4x
 temporal VAE and 3 latent frames a block, the first block is 1 + 4*2 = 9 frames and every
@@ -20,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from instantvir_cli.errors import CheckpointError, UsageError
+from instantvir_cli.estimate import INITS, InitialEstimate
 from instantvir_cli.models.registry import (
     config_from_dict,
     dit_config,
@@ -106,13 +111,18 @@ class InstantViRRestorer:
         consistency_steps: data-consistency steps after decoding (0 = off).
         context: optional text embeddings (B, Lc, text_dim) for a text-conditioned student.
         precision: auto | fp32 | bf16 | fp16 for the student and the decoder (see `autocast_dtype`).
+        init: the initial estimate, `estimate.INITS` (operator | classical | fast).
+        residual: decode x = x0 + D(z_hat) - D(z_in) instead of D(z_hat).
     """
 
     name = "instantvir"
 
     def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, consistency_steps: int = 1,
-                 context: torch.Tensor | None = None, precision: str = "auto"):
+                 context: torch.Tensor | None = None, precision: str = "auto", init: str = "operator",
+                 residual: bool = False):
         self.op = op
+        self.estimate = InitialEstimate(init)
+        self.residual = residual
         self.device = next(student.parameters()).device
         self.half = autocast_dtype(precision, self.device)
         self.vae, self.student = vae, student
@@ -177,7 +187,12 @@ class InstantViRRestorer:
         with torch.autocast(self.device.type, dtype=self.half, enabled=self.half is not None):
             z_hat = self.student.step(z_in, self._cache, self.context)  # (B, d, n, h, w)
             t0 = self._tick("student", t0)
-            x = self.vae.decode_stream(z_hat, self._dec)[..., :H, :W]   # (B, C, T, H, W)
+            if self.residual:   # one decode of the batch [z_hat, z_in]: two streams, one state
+                pair = self.vae.decode_stream(torch.cat([z_hat, z_in.to(z_hat.dtype)]), self._dec)
+                x_hat, x_in = pair[..., :H, :W].float().chunk(2)
+                x = x0 + (x_hat - x_in)                                  # (B, C, T, H, W)
+            else:
+                x = self.vae.decode_stream(z_hat, self._dec)[..., :H, :W]   # (B, C, T, H, W)
         x = x.float()
         t0 = self._tick("vae_decode", t0)
         x, y = x[:, :, :frames], y[:, :, :frames]
@@ -189,7 +204,7 @@ class InstantViRRestorer:
     def push(self, y: torch.Tensor) -> torch.Tensor:
         """y: (B, C, T, h, w) measurement frames -> restored (B, C, T_out, H, W), T_out >= 0."""
         t0 = time.perf_counter()
-        x0 = self.op.init(y)
+        x0 = self.estimate(self.op, y)
         self._tick("init", t0)
         self._out_shape = tuple(x0.shape[-2:])
         self._y.append(y)
@@ -263,12 +278,17 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     load_module_state(vae, ckpt.state_dict("vae"), "vae")
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
     steps = consistency_steps if consistency_steps is not None else (1 if entry.get("consistency", True) else 0)
-    return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps, precision=precision)
+    init, residual = entry.get("init", "operator"), bool(entry.get("residual", False))
+    if init not in INITS:
+        raise CheckpointError(f"{path}: unknown initial estimate {init!r} for task {op.task!r}")
+    return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps, precision=precision,
+                              init=init, residual=residual)
 
 
 def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed: int = 0,
                     block_frames: int = 3, cache_blocks: int | None = 6,
-                    consistency_steps: int = 1, precision: str = "auto") -> InstantViRRestorer:
+                    consistency_steps: int = 1, precision: str = "auto", init: str = "operator",
+                    residual: bool = False) -> InstantViRRestorer:
     """An InstantViR restorer with random weights of the named presets (for timing only)."""
     torch.manual_seed(seed)
     vcfg = vae_config(vae)
@@ -278,4 +298,4 @@ def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed
     # a text-conditioned preset (wan2.1-1.3b) gets a stand-in context of umT5's 512 tokens
     context = torch.zeros(1, 512, dcfg.text_dim, device=device) if dcfg.text_dim else None
     return InstantViRRestorer(op, _prepare(v, device), _prepare(s, device), consistency_steps, context=context,
-                              precision=precision)
+                              precision=precision, init=init, residual=residual)

@@ -45,6 +45,8 @@ class RestoreOptions:
     checkpoint: Path | None = None   # learned model weights (instantvir)
     arch: str | None = None          # instantvir with RANDOM weights of this DiT preset (timing only)
     vae: str | None = None           # ... and of this VAE preset
+    init: str = "operator"           # ... and this initial estimate (estimate.INITS; a checkpoint names its own)
+    residual: bool = False           # ... decoding x0 + D(z_hat) - D(z_in) (a checkpoint names its own)
     consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's choice)
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
 
@@ -129,7 +131,8 @@ def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
         if opts.arch or opts.vae:
             steps = 1 if opts.consistency_steps is None else opts.consistency_steps
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
-                                   consistency_steps=steps, precision=opts.precision)
+                                   consistency_steps=steps, precision=opts.precision, init=opts.init,
+                                   residual=opts.residual)
         return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device,
                                 consistency_steps=opts.consistency_steps, precision=opts.precision)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")

@@ -28,15 +28,16 @@ def tiny_models(seed: int = 0, cache_blocks: int | None = None) -> tuple[LeanVAE
     return vae, student
 
 
-def save_tiny_checkpoint(path: Path, tasks=("inpaint", "deblur", "sr4x")) -> Path:
-    """Write a checkpoint holding one tiny student per task and a shared tiny VAE."""
+def save_tiny_checkpoint(path: Path, tasks=("inpaint", "deblur", "sr4x"), **entry) -> Path:
+    """Write a checkpoint holding one tiny student per task and a shared tiny VAE; `entry` adds
+    fields to every task's header entry (e.g. init="fast", residual=True)."""
     vae, student = tiny_models(cache_blocks=6)
     modules = {"vae": vae.state_dict()}
     entries = {}
     for t in tasks:
         modules[f"student_{t}"] = student.state_dict()
         entries[t] = {"module": f"student_{t}", "student": dataclasses.asdict(student.student_config),
-                      "operator": build_operator(t, 64, 64).to_dict(), "consistency": True}
+                      "operator": build_operator(t, 64, 64).to_dict(), "consistency": True, **entry}
     header = make_header(vae=vae.cfg, vae_preset="tiny", dit=student.config, dit_preset="custom", tasks=entries,
                          provenance={"recipe": "tests (random weights)"})
     return save_checkpoint(path, modules, header)

@@ -34,6 +34,12 @@ def bench(
         Optional[str], typer.Option("--arch", help="Time RANDOM weights of this DiT preset (no checkpoint needed).")
     ] = None,
     vae: Annotated[Optional[str], typer.Option("--vae", help="... and of this VAE preset (with --arch).")] = None,
+    init: Annotated[
+        str, typer.Option("--init", help="... and this initial estimate: operator | classical | fast (with --arch).")
+    ] = "operator",
+    residual: Annotated[
+        bool, typer.Option("--residual", help="... decoding x0 + D(z_hat) - D(z_in) (with --arch).")
+    ] = False,
     compare: Annotated[
         Optional[list[str]],
         typer.Option("--compare", help="Also time: dps (iterative posterior sampling, same teacher) | wan-vae "
@@ -58,6 +64,7 @@ def bench(
     """Time `vir restore` end to end and per stage, or score a restored video (--quality)."""
     from instantvir_cli.bench import bench_quality, bench_speed, describe_model, parse_resolution
     from instantvir_cli.errors import UsageError
+    from instantvir_cli.estimate import INITS
     from instantvir_cli.restore import TASKS, RestoreOptions
 
     with handle_errors("nothing was measured"):
@@ -79,6 +86,10 @@ def bench(
                 raise UsageError(f"unknown --compare {c!r} (choose dps or wan-vae)")
         if (arch or vae) and model != "instantvir":
             raise UsageError("--arch/--vae time the instantvir model: drop --model classical")
+        if (init != "operator" or residual) and not (arch or vae):
+            raise UsageError("--init/--residual describe random weights: add --arch (a checkpoint names its own)")
+        if init not in INITS:
+            raise UsageError(f"unknown --init {init!r} (choose one of: {', '.join(INITS)})")
         tasks = list(TASKS) if task == "all" else [task]
         if any(t not in TASKS for t in tasks):
             raise UsageError(f"unknown task {task!r} (choose one of: {', '.join(TASKS)}, all)")
@@ -86,7 +97,8 @@ def bench(
         reports = []
         for t in tasks:
             opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device,
-                                  checkpoint=checkpoint, arch=arch, vae=vae, precision=precision)
+                                  checkpoint=checkpoint, arch=arch, vae=vae, precision=precision, init=init,
+                                  residual=residual)
             info(f"timing {t} ({describe_model(opts)}) at {width}x{height}, {frames} frames on {STATE.device}")
             with FrameProgress(f"bench {t}", frames) as bar:
                 reports.append(bench_speed(width, height, frames, t, opts, encode, on_progress=bar,

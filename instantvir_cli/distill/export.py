@@ -8,7 +8,7 @@ Artifacts in the run folder (each a vir `.safetensors` checkpoint, `models.regis
         modules  `vae` (the student-side LeanVAE), `student_<task>` per task
         header   vae, vae_preset, dit, dit_preset,
                  tasks: {task: {module, student (StudentConfig), operator (op.to_dict() of
-                        the training operator), consistency}},
+                        the training operator), consistency, init, residual}},
                  provenance: {recipe (the effective config), data (clip names), steps
                         (per stage), git (revision), date}
 
@@ -127,10 +127,11 @@ def save_export(path: Path, vae: LeanVAE, vae_preset: str, dit_cfg: DiTConfig, d
     """The file `vir restore --checkpoint` loads.
 
     `students`: {task: {"state": state dict, "student": StudentConfig, "operator": op.to_dict(),
-    "consistency": bool}}.
+    "consistency": bool, "init": str, "residual": bool}}.
     """
     tasks = {task: {"module": f"student_{task}", "student": config_to_dict(s["student"]),
-                    "operator": s["operator"], "consistency": bool(s["consistency"])}
+                    "operator": s["operator"], "consistency": bool(s["consistency"]),
+                    "init": s.get("init", "operator"), "residual": bool(s.get("residual", False))}
              for task, s in students.items()}
     header = make_header(vae=vae.cfg, vae_preset=vae_preset, dit=dit_cfg, dit_preset=dit_preset,
                          tasks=tasks, provenance=prov)

@@ -127,16 +127,17 @@ class BatchOperator:
         """The first sample's operator (the export's record of the training operator)."""
         return self.ops[0]
 
-    def _map(self, f: Callable[[Operator, Tensor], Tensor], x: Tensor) -> Tensor:
+    def map(self, f: Callable[[Operator, Tensor], Tensor], x: Tensor) -> Tensor:
+        """f(op, x) over the batch: once with the shared operator, else per sample."""
         if self.shared:
             return f(self.ops[0], x)
         return torch.cat([f(op, x[i:i + 1]) for i, op in enumerate(self.ops)])
 
     def A(self, x: Tensor) -> Tensor:
-        return self._map(lambda op, xi: op.A(xi), x)
+        return self.map(lambda op, xi: op.A(xi), x)
 
     def init(self, y: Tensor) -> Tensor:
-        return self._map(lambda op, yi: op.init(yi), y)
+        return self.map(lambda op, yi: op.init(yi), y)
 
     def measure(self, x: Tensor, seeds: Tensor) -> Tensor:
         """y = A(x) + sigma_y n, the noise of sample b from its own generator."""

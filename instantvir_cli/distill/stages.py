@@ -38,6 +38,7 @@ from instantvir_cli.distill.losses import (
 )
 from instantvir_cli.distill.validate import StudentValidator, validate_flow, validate_vae
 from instantvir_cli.errors import ConfigError
+from instantvir_cli.estimate import InitialEstimate
 from instantvir_cli.models.dit import DiT
 from instantvir_cli.models.registry import make_header, save_checkpoint
 from instantvir_cli.models.student import CausalStudent
@@ -318,7 +319,9 @@ class StudentStage(Stage):
         self.measurement = Measurement(c.meas_space)
         self.dmd = DMD(c.shift, c.s_min, c.s_max)
         self.critic_loss = FlowMatching(c.shift, c.s_min, c.s_max)
-        self.validator = StudentValidator(task, self.options, ctx.val_clips, c.consistency) if ctx.env.main else None
+        self.estimate = InitialEstimate(c.init)
+        self.validator = (StudentValidator(task, self.options, ctx.val_clips, c.consistency, c.init, c.residual)
+                          if ctx.env.main else None)
         self.operator_record: dict | None = None
 
     # ------------------------------------------------------------------ pieces
@@ -340,16 +343,25 @@ class StudentStage(Stage):
         if self.operator_record is None:
             self.operator_record = op.op.to_dict()
         y = op.measure(x, mb["seed"])
-        p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "z_in": self.vae.encode(op.init(y))}
-        if self.c.gt_weight > 0:
+        x0 = op.map(lambda o, yi: self.estimate(o, yi), y)
+        p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "x0": x0, "z_in": self.vae.encode(x0)}
+        if self.c.residual:
+            p["x_in"] = self.vae.decode(p["z_in"])
+        if self.c.gt_weight > 0 and self.c.gt_space == "latent":
             p["z_gt"] = self.vae.encode(x)
         return p
+
+    def decode(self, z_hat: Tensor, p: dict) -> Tensor:
+        """x_hat: D(z_hat), or x0 + D(z_hat) - D(z_in) with `residual`."""
+        x = self.vae.decode(z_hat)
+        return p["x0"] + (x - p["x_in"]) if self.c.residual else x
 
     def student_loss(self, p: dict, w_dmd: float) -> dict[str, Tensor]:
         c = self.c
         z_hat = self.restore(p["z_in"])
         p["z_hat"] = z_hat.detach()
-        x_hat = self.vae.decode(z_hat) if (c.meas_space == "pixel" or self.tvae is not None) else None
+        pixel = c.meas_space == "pixel" or self.tvae is not None or (c.gt_weight > 0 and c.gt_space == "pixel")
+        x_hat = self.decode(z_hat, p) if pixel else None
         terms = {"meas": self.measurement(z_hat, p["y"], p["z_in"], p["op"], self.vae, x_hat)}
         loss = c.meas_weight * terms["meas"]
         if w_dmd > 0:
@@ -358,7 +370,7 @@ class StudentStage(Stage):
             terms["dmd"], _ = self.dmd(z_p, self.teacher, self.critic, p["seeds"], weight)
             loss = loss + w_dmd * terms["dmd"]
         if c.gt_weight > 0:
-            terms["gt"] = per_sample_mean((z_hat - p["z_gt"]) ** 2)
+            terms["gt"] = per_sample_mean((z_hat - p["z_gt"]) ** 2 if c.gt_space == "latent" else (x_hat - p["x"]) ** 2)
             loss = loss + c.gt_weight * terms["gt"]
         terms["loss"] = loss
         return terms
@@ -371,15 +383,18 @@ class StudentStage(Stage):
 
     # -------------------------------------------------------------- the step
     def train_step(self, step, micro):
+        """Without a prior (dmd_weight = 0) there is no critic: the student steps every iteration."""
         c = self.c
         prepared = [self.prepare(mb) for mb in micro]
         out: dict[str, float] = {}
-        if step % c.student_every == 0:
+        prior = c.dmd_weight > 0
+        if step % c.student_every == 0 or not prior:
             w = c.dmd_weight if step // c.student_every >= c.dmd_warmup else 0.0
             out.update({f"student_{k}" if k in ("loss", "grad_norm") else k: v
                         for k, v in self.optimize("student", prepared, lambda p: self.student_loss(p, w)).items()})
             out["dmd_on"] = float(w > 0)
-        out.update({f"critic_{k}": v for k, v in self.optimize("critic", prepared, self.critic_step_loss).items()})
+        if prior:
+            out.update({f"critic_{k}": v for k, v in self.optimize("critic", prepared, self.critic_step_loss).items()})
         return out
 
     def eval_student(self) -> CausalStudent | None:
@@ -402,7 +417,7 @@ class StudentStage(Stage):
             H = W = self.ctx.cfg.data.crop
             self.operator_record = BatchOperator.build(self.task, self.options, H, W, torch.zeros(1)).op.to_dict()
         header = {"student": dataclasses.asdict(self.student_config), "operator": self.operator_record,
-                  "consistency": self.c.consistency, "dit": dataclasses.asdict(self.teacher.config),
+                  "consistency": self.c.consistency, "init": self.c.init, "residual": self.c.residual, "dit": dataclasses.asdict(self.teacher.config),
                   "dit_preset": self.dit_preset, "provenance": self.ctx.provenance(self.name, steps)}
         path = save_checkpoint(self.ctx.out / self.name / STUDENT_FILE, {"student": sd}, make_header(**header))
         self.ctx.export_students()

@@ -3,7 +3,7 @@
 The student is scored exactly as `vir restore` runs it: `learned.InstantViRRestorer` (init ->
 streaming encode -> one step per latent block with a KV cache -> streaming decode -> data
 consistency), the clip pushed in blocks of frames and then flushed. Next to it, on the same
-measurement: the classical restorer of the task and the operator's initial estimate. Metrics
+measurement: the classical restorer of the task and the student's initial estimate. Metrics
 are `metrics.QualityMeter`'s PSNR / SSIM / flicker.
 
 With data consistency on (the export's default), the network's own output is scored too
@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from instantvir_cli.estimate import InitialEstimate
 from instantvir_cli.metrics import QualityMeter
 from instantvir_cli.models.flow import add_noise, timestep, v_target
 from instantvir_cli.ops import Operator, build_operator
@@ -45,18 +46,22 @@ def _stream(restorer, y: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def restore_clip(op: Operator, vae, student, y: Tensor, consistency: bool) -> Tensor:
+def restore_clip(op: Operator, vae, student, y: Tensor, consistency: bool, init: str = "operator",
+                 residual: bool = False) -> Tensor:
     """The student's restoration of y, streamed through `vir restore`'s restorer."""
     from instantvir_cli.learned import InstantViRRestorer
 
-    return _stream(InstantViRRestorer(op, vae, student, consistency_steps=CONSISTENCY_STEPS if consistency else 0), y)
+    steps = CONSISTENCY_STEPS if consistency else 0
+    return _stream(InstantViRRestorer(op, vae, student, consistency_steps=steps, init=init, residual=residual), y)
 
 
 class StudentValidator:
     """Scores one task's student on every validation clip; the baselines are computed once."""
 
-    def __init__(self, task: str, options: dict, clips: dict[str, Tensor], consistency: bool):
+    def __init__(self, task: str, options: dict, clips: dict[str, Tensor], consistency: bool,
+                 init: str = "operator", residual: bool = False):
         self.task, self.options, self.consistency = task, options, consistency
+        self.init, self.residual = init, residual
         self.cases = {name: val_operator(task, options, x) + (x,) for name, x in clips.items()}
         self._baselines: dict[str, float] | None = None
 
@@ -67,7 +72,7 @@ class StudentValidator:
             out: dict[str, list[float]] = {}
             for op, y, x in self.cases.values():
                 for k, v in {**quality(x, _stream(classical_restorer(op), y), "classical_"),
-                             **quality(x, op.init(y), "init_")}.items():
+                             **quality(x, InitialEstimate(self.init)(op, y), "init_")}.items():
                     out.setdefault(k, []).append(v)
             self._baselines = {k: sum(v) / len(v) for k, v in out.items()}
         return self._baselines
@@ -76,9 +81,10 @@ class StudentValidator:
     def __call__(self, vae, student) -> dict[str, float]:
         out: dict[str, list[float]] = {}
         for op, y, x in self.cases.values():
-            scores = quality(x, restore_clip(op, vae, student, y, self.consistency), "")
+            run = lambda dc: restore_clip(op, vae, student, y, dc, self.init, self.residual)  # noqa: E731
+            scores = quality(x, run(self.consistency), "")
             if self.consistency:
-                scores.update(quality(x, restore_clip(op, vae, student, y, False), "raw_"))
+                scores.update(quality(x, run(False), "raw_"))
             for k, v in scores.items():
                 out.setdefault(k, []).append(v)
         res = {k: sum(v) / len(v) for k, v in out.items()}

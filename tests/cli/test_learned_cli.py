@@ -72,6 +72,18 @@ def test_bench_random_presets_json():
         assert d["stages"][stage] >= 0
 
 
+def test_bench_random_presets_residual_with_a_classical_estimate():
+    result = vir("bench", "--resolution", "64x48", "--frames", "10", "--arch", "tiny", "--vae", "tiny",
+                 "--task", "inpaint", "--init", "fast", "--residual", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == "random:tiny+tiny init=fast residual"
+
+
+@pytest.mark.parametrize("args", [["--init", "fast"], ["--residual"], ["--arch", "tiny", "--init", "magic"]])
+def test_bench_init_and_residual_need_random_weights_and_a_known_estimate(args):
+    assert_one_line_error(vir("bench", "--resolution", "64x48", "--frames", "5", *args), 2)
+
+
 def test_bench_checkpoint_and_compare_dps(tiny_ckpt):
     result = vir("bench", "--resolution", "64x48", "--frames", "9", "--checkpoint", tiny_ckpt, "--task", "sr4x",
                  "--compare", "dps", "--dps-steps", "3", "--json")

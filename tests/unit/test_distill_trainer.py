@@ -181,3 +181,22 @@ def test_teacher_space_prior(clips, tmp_path):
     assert float(z_hat.grad.abs().sum()) > 0
     train = records(out, stage="student_sr4x")
     assert all(r["dmd_on"] == 1.0 for r in train) and all(torch.isfinite(torch.tensor(r["dmd"])) for r in train)
+
+
+def test_residual_student_without_prior_trains_no_critic(uninterrupted, clips, tmp_path):
+    """init = fast, residual decoding, pixel GT loss, no DMD: the student steps every iteration,
+    no critic is trained, and the export tells `vir restore` how the student was trained."""
+    src, out = uninterrupted[0], tmp_path / "r"
+    out.mkdir()
+    for f in (X.VAE_FILE, X.TEACHER_FILE):
+        (out / f).write_bytes((src / f).read_bytes())
+    cfg = tiny(clips, out, run={"stages": ["student"]},
+               student={"steps": 3, "init": "fast", "residual": True, "dmd_weight": 0.0,
+                        "gt_weight": 1.0, "gt_space": "pixel"})
+    run_distill(cfg, resume=True)
+    train = records(out, stage="student_sr4x")
+    assert [r["step"] for r in train] == [1, 2, 3]
+    assert all("student_loss" in r and "gt" in r and "meas" in r for r in train)
+    assert not any(k.startswith("critic") or k == "dmd" for r in train for k in r)
+    entry = read_header(out / X.EXPORT_FILE)["tasks"]["sr4x"]
+    assert entry["init"] == "fast" and entry["residual"] is True

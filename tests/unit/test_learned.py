@@ -147,3 +147,55 @@ def test_precision_auto_is_fp32_on_cpu_and_bf16_refused():
         autocast_dtype("bf16", cpu)
     with pytest.raises(UsageError, match="unknown precision"):
         autocast_dtype("fp8", cpu)
+
+
+def _identity_student(student):
+    """A student whose velocity is zero everywhere: z_hat = z_in."""
+    with torch.no_grad():
+        student.final.linear.weight.zero_()
+        student.final.linear.bias.zero_()
+    return student
+
+
+@pytest.mark.parametrize("init", ["classical", "fast"])
+@torch.inference_mode()
+def test_residual_path_returns_the_initial_estimate_when_the_student_changes_nothing(init):
+    vae, student = _models()
+    op = build_operator("deblur", H, W)
+    y = op.A(torch.rand(1, 3, 13, H, W) * 2 - 1)
+    r = InstantViRRestorer(op, vae, _identity_student(student), consistency_steps=0, init=init, residual=True)
+    x = torch.cat(_stream(r, y, 4), 2)
+    from instantvir_cli.estimate import InitialEstimate
+
+    torch.testing.assert_close(x, InitialEstimate(init)(op, y).clamp(-1, 1), atol=1e-5, rtol=0)
+    plain = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=0, init=init), y, 4), 2)
+    assert (plain - x).abs().max() > 1e-2          # the plain path decodes D(E(x0)) instead
+
+
+@torch.inference_mode()
+def test_residual_path_streams_like_the_whole_clip():
+    vae, student = _models()
+    op = build_operator("sr4x", H, W)
+    y = op.A(torch.rand(1, 3, 21, H, W) * 2 - 1)
+    r = InstantViRRestorer(op, vae, student, consistency_steps=0, init="fast", residual=True)
+    x_stream = torch.cat(_stream(r, y, 5), 2)
+    from instantvir_cli.estimate import InitialEstimate
+
+    x0 = InitialEstimate("fast")(op, y)
+    z = vae.encode(x0)
+    x_full = (x0 + vae.decode(student.restore(z)) - vae.decode(z)).clamp(-1, 1)
+    torch.testing.assert_close(x_stream, x_full, atol=5e-5, rtol=0)
+
+
+def test_checkpoint_entry_selects_the_initial_estimate_and_residual(tmp_path):
+    path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True)
+    r = learned_restorer(build_operator("inpaint", H, W), path)
+    assert r.estimate.kind == "fast" and r.residual
+    old = learned_restorer(build_operator("inpaint", H, W), save_tiny_checkpoint(tmp_path / "o.safetensors"))
+    assert old.estimate.kind == "operator" and not old.residual
+
+
+def test_checkpoint_with_an_unknown_initial_estimate_is_refused(tmp_path):
+    path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="magic")
+    with pytest.raises(CheckpointError, match="unknown initial estimate"):
+        learned_restorer(build_operator("inpaint", H, W), path)

@@ -1,0 +1,58 @@
+"""The initial estimate x0 = init(y) that the student's VAE encodes (METHOD §2).
+
+    operator   the operator's own pseudo-inverse: observed pixels with zeros in the holes,
+               the blurred frame, or bicubic upsampling (the paper's choice)
+    classical  the tuned classical restorer of `instantvir_cli.classical` (the best baseline)
+    fast       the same restorers with their refinement cut short, for real-time budgets:
+               sr4x back-projection as is, deblur Wiener without the TV iterations,
+               inpaint normalized convolution without the CG steps
+
+With a classical estimate the student can decode a residual (`learned.InstantViRRestorer`,
+`residual=True`): x = x0 + D(z_hat) - D(E(x0)). The VAE's reconstruction error then cancels to
+first order, and a student that changes nothing returns x0 exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from instantvir_cli.errors import UsageError
+from instantvir_cli.ops import Operator
+
+INITS = ("operator", "classical", "fast")
+
+
+def _params(kind: str, task: str):
+    from instantvir_cli.classical import DeblurParams, InpaintParams
+
+    if kind == "fast":
+        return {"deblur": DeblurParams(tv_iters=0), "inpaint": InpaintParams(cg_iters=0)}.get(task)
+    return None
+
+
+class InitialEstimate:
+    """x0 = init(y) for one stream: (B, C, T, h, w) measurement -> (B, C, T, H, W) in [-1, 1].
+
+    `op` is read at every call, so a mask video may swap it between blocks. The classical
+    restorers keep their per-size precomputations between calls.
+    """
+
+    def __init__(self, kind: str = "operator"):
+        if kind not in INITS:
+            raise UsageError(f"unknown initial estimate {kind!r} (choose one of: {', '.join(INITS)})")
+        self.kind = kind
+        self._restorer = None
+
+    def __call__(self, op: Operator, y: torch.Tensor) -> torch.Tensor:
+        if self.kind == "operator":
+            return op.init(y)
+        from instantvir_cli.classical import classical_restorer
+
+        if self._restorer is None or self._restorer.op.task != op.task:
+            self._restorer = classical_restorer(op, _params(self.kind, op.task))
+        self._restorer.op = op
+        with torch.no_grad():
+            return self._restorer.push(y)
+
+
+__all__ = ["INITS", "InitialEstimate"]
