@@ -243,6 +243,7 @@ class StudentStageConfig(Optim):
     gt_space: str = field(default="latent", metadata=_choices("latent", "pixel"))  # latent: ||z_hat - E(x)||^2; pixel: ||x_hat - x||^2
     init: str = field(default="operator", metadata=_choices("operator", "classical", "fast"))  # the initial estimate x0 (estimate.INITS)
     residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
+    zero_head: bool = False                     # zero the student's output layer at the start: z_hat = z_in (with residual: x_hat = x0)
     prior_mask: str = field(default="all", metadata=_choices("all", "missing"))  # missing: inpainting's prior only where pixels are missing
     shift: float = 8.0                          # timestep shift of the DMD and critic flow times
     s_min: float = 0.02                         # clamp of the shifted flow time

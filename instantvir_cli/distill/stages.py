@@ -311,6 +311,9 @@ class StudentStage(Stage):
                               "from the teacher needs the same latent channels")
         self.student_config = c.causal.to_student_config()
         student = CausalStudent.from_teacher(self.teacher, self.student_config).train()
+        if c.zero_head:    # the teacher's body, a silent head: training starts from z_hat = z_in
+            nn.init.zeros_(student.final.linear.weight)
+            nn.init.zeros_(student.final.linear.bias)
         critic = DiT(self.teacher.config).to(self.device)
         critic.load_state_dict(self.teacher.state_dict())
         self.student = self.add("student", student, c.lr, c.ema, shard=True)

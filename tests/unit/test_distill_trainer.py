@@ -192,7 +192,10 @@ def test_residual_student_without_prior_trains_no_critic(uninterrupted, clips, t
         (out / f).write_bytes((src / f).read_bytes())
     cfg = tiny(clips, out, run={"stages": ["student"]},
                student={"steps": 3, "init": "fast", "residual": True, "dmd_weight": 0.0,
-                        "gt_weight": 1.0, "gt_space": "pixel"})
+                        "gt_weight": 1.0, "gt_space": "pixel", "zero_head": True})
+    stage = StudentStage(build_context(cfg, DistEnv()), "sr4x")
+    z = torch.randn(1, 4, 2, 8, 8)
+    assert torch.equal(stage.restore(z), z)               # a silent head: z_hat = z_in at the start
     run_distill(cfg, resume=True)
     train = records(out, stage="student_sr4x")
     assert [r["step"] for r in train] == [1, 2, 3]
