@@ -244,6 +244,8 @@ class StudentStageConfig(Optim):
     init: str = field(default="operator", metadata=_choices("operator", "classical", "fast"))  # the initial estimate x0 (estimate.INITS)
     residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
     zero_head: bool = False                     # zero the student's output layer at the start: z_hat = z_in (with residual: x_hat = x0)
+    train_vae: str = field(default="none", metadata=_choices("none", "decoder", "all"))  # also fine-tune this task's own copy of the VAE (exported with the student)
+    vae_lr: float = 0.0                         # learning rate of that copy (0 = lr)
     prior_mask: str = field(default="all", metadata=_choices("all", "missing"))  # missing: inpainting's prior only where pixels are missing
     shift: float = 8.0                          # timestep shift of the DMD and critic flow times
     s_min: float = 0.02                         # clamp of the shifted flow time
@@ -261,7 +263,7 @@ class StudentStageConfig(Optim):
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be distinct names among {', '.join(TASKS)}, got {list(self.tasks)}")
         _positive(self, "student_every")
-        _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr")
+        _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr")
         if not 0.0 < self.s_min < self.s_max < 1.0:
             raise ValueError(f"need 0 < s_min < s_max < 1, got {self.s_min}, {self.s_max}")
 

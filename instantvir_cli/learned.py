@@ -275,7 +275,8 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
         student = CausalStudent(dit_config(h["dit"]), config_from_dict(StudentConfig, entry.get("student", {})))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: header does not describe the models ({err})") from None
-    load_module_state(vae, ckpt.state_dict("vae"), "vae")
+    vae_module = entry.get("vae_module", "vae")        # a task may have fine-tuned its own VAE
+    load_module_state(vae, ckpt.state_dict(vae_module), vae_module)
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
     steps = consistency_steps if consistency_steps is not None else (1 if entry.get("consistency", True) else 0)
     init, residual = entry.get("init", "operator"), bool(entry.get("residual", False))

@@ -29,6 +29,8 @@ VARIANTS = {
                                                  {"vae": "<base>/vae.safetensors"}),
     "meas+gt, plain decoding (operator init)": ({"dmd_weight": 0.0, "gt_weight": 1.0, "init": "operator",
                                                 "residual": False, "zero_head": False}, {}),
+    "meas+gt, decoder fine-tuned": ({"dmd_weight": 0.0, "gt_weight": 1.0, "train_vae": "decoder"}, {}),
+    "meas+gt, VAE fine-tuned": ({"dmd_weight": 0.0, "gt_weight": 1.0, "train_vae": "all"}, {}),
 }
 
 

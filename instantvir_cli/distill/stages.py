@@ -71,6 +71,9 @@ def lr_factor(o: Optim, step: int) -> float:
     return f
 
 
+ENCODER_PARAMS = ("encoder", "bottleneck.phi", "logvar")  # what LeanVAE.encode uses (phi also feeds the decoder's ISTA steps)
+
+
 def frozen(m: nn.Module) -> nn.Module:
     m.eval().requires_grad_(False)
     return m
@@ -130,10 +133,13 @@ class Stage:
         tr = self.trained[key]
         return tr.ema.full_state_dict(tr.module) if tr.ema else full_state_dict(tr.module)
 
-    def optimize(self, key: str, micro: list, loss_fn) -> dict[str, float]:
-        """One optimizer step of `key` over the micro-batches: mean loss, clip, step, EMA."""
-        tr, n = self.trained[key], len(micro)
-        tr.optim.zero_grad(set_to_none=True)
+    def optimize(self, key: str, micro: list, loss_fn, also: tuple[str, ...] = ()) -> dict[str, float]:
+        """One optimizer step of `key` (and of the modules in `also`, on the same loss) over the
+        micro-batches: mean loss, clip (per module), step, EMA. grad_norm is `key`'s."""
+        trs, n = [self.trained[k] for k in (key, *also)], len(micro)
+        tr = trs[0]
+        for t in trs:
+            t.optim.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for i, mb in enumerate(micro):
             with no_sync(tr.module, i < n - 1):
@@ -143,11 +149,14 @@ class Stage:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach().float().mean()) / n
         clip = self.ctx.cfg.run.grad_clip
-        params = [p for p in tr.module.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-        tr.optim.step()
-        if tr.ema:
-            tr.ema.update(tr.module)
+        norms = []
+        for t in trs:
+            params = [p for p in t.module.parameters() if p.grad is not None]
+            norms.append(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")))
+            t.optim.step()
+            if t.ema:
+                t.ema.update(t.module)
+        norm = norms[0]
         sums["grad_norm"] = float(norm.full_tensor() if type(norm).__name__ == "DTensor" else norm)
         return sums
 
@@ -317,6 +326,17 @@ class StudentStage(Stage):
         critic = DiT(self.teacher.config).to(self.device)
         critic.load_state_dict(self.teacher.state_dict())
         self.student = self.add("student", student, c.lr, c.ema, shard=True)
+        self.codec = self.vae                                   # the VAE this task encodes and decodes with
+        if c.train_vae != "none":
+            if ctx.env.world > 1:
+                raise ConfigError("student.train_vae: fine-tuning the VAE runs in one process (no torchrun)")
+            own = LeanVAE(self.vae.cfg).to(self.device)
+            own.load_state_dict(self.vae.state_dict())
+            own.train().requires_grad_(True)
+            if c.train_vae == "decoder":
+                for name, prm in own.named_parameters():
+                    prm.requires_grad_(not name.startswith(ENCODER_PARAMS))
+            self.codec = self.add("vae", own, c.vae_lr or c.lr, c.ema)
         self.critic = self.add("critic", critic.train(), c.critic_lr or c.lr, 0.0, shard=True)
         self.options = dataclasses.asdict(getattr(c, task))
         self.measurement = Measurement(c.meas_space)
@@ -347,25 +367,27 @@ class StudentStage(Stage):
             self.operator_record = op.op.to_dict()
         y = op.measure(x, mb["seed"])
         x0 = op.map(lambda o, yi: self.estimate(o, yi), y)
-        p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "x0": x0, "z_in": self.vae.encode(x0)}
-        if self.c.residual:
-            p["x_in"] = self.vae.decode(p["z_in"])
+        p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "x0": x0, "z_in": self.codec.encode(x0)}
         if self.c.gt_weight > 0 and self.c.gt_space == "latent":
-            p["z_gt"] = self.vae.encode(x)
+            p["z_gt"] = self.codec.encode(x)
         return p
 
     def decode(self, z_hat: Tensor, p: dict) -> Tensor:
-        """x_hat: D(z_hat), or x0 + D(z_hat) - D(z_in) with `residual`."""
-        x = self.vae.decode(z_hat)
-        return p["x0"] + (x - p["x_in"]) if self.c.residual else x
+        """x_hat: D(z_hat), or x0 + D(z_hat) - D(z_in) with `residual` (one decode of both)."""
+        if not self.c.residual:
+            return self.codec.decode(z_hat)
+        x, x_in = self.codec.decode(torch.cat([z_hat, p["z_in"]])).chunk(2)
+        return p["x0"] + (x - x_in)
 
     def student_loss(self, p: dict, w_dmd: float) -> dict[str, Tensor]:
         c = self.c
+        if c.train_vae == "all":                   # the encoder trains too: encode with gradients
+            p = {**p, "z_in": self.codec.encode(p["x0"])}
         z_hat = self.restore(p["z_in"])
         p["z_hat"] = z_hat.detach()
         pixel = c.meas_space == "pixel" or self.tvae is not None or (c.gt_weight > 0 and c.gt_space == "pixel")
         x_hat = self.decode(z_hat, p) if pixel else None
-        terms = {"meas": self.measurement(z_hat, p["y"], p["z_in"], p["op"], self.vae, x_hat)}
+        terms = {"meas": self.measurement(z_hat, p["y"], p["z_in"], p["op"], self.codec, x_hat)}
         loss = c.meas_weight * terms["meas"]
         if w_dmd > 0:
             z_p = self.prior_space(z_hat, x_hat)
@@ -393,8 +415,9 @@ class StudentStage(Stage):
         prior = c.dmd_weight > 0
         if step % c.student_every == 0 or not prior:
             w = c.dmd_weight if step // c.student_every >= c.dmd_warmup else 0.0
+            also = ("vae",) if "vae" in self.trained else ()
             out.update({f"student_{k}" if k in ("loss", "grad_norm") else k: v
-                        for k, v in self.optimize("student", prepared, lambda p: self.student_loss(p, w)).items()})
+                        for k, v in self.optimize("student", prepared, lambda p: self.student_loss(p, w), also).items()})
             out["dmd_on"] = float(w > 0)
         if prior:
             out.update({f"critic_{k}": v for k, v in self.optimize("critic", prepared, self.critic_step_loss).items()})
@@ -408,9 +431,17 @@ class StudentStage(Stage):
         s.load_state_dict(sd)
         return s.eval()
 
+    def eval_vae(self) -> LeanVAE:
+        """The VAE this task restores with: the shared one, or its fine-tuned copy (averaged)."""
+        if "vae" not in self.trained:
+            return self.vae
+        vae = LeanVAE(self.vae.cfg).to(self.device)
+        vae.load_state_dict(self.averaged_state("vae"))
+        return frozen(vae)
+
     def validate(self):
         s = self.eval_student()
-        return self.validator(self.vae, s) if s is not None else {}
+        return self.validator(self.eval_vae(), s) if s is not None else {}
 
     def finish(self, steps):
         sd = self.averaged_state("student")
@@ -422,7 +453,10 @@ class StudentStage(Stage):
         header = {"student": dataclasses.asdict(self.student_config), "operator": self.operator_record,
                   "consistency": self.c.consistency, "init": self.c.init, "residual": self.c.residual, "dit": dataclasses.asdict(self.teacher.config),
                   "dit_preset": self.dit_preset, "provenance": self.ctx.provenance(self.name, steps)}
-        path = save_checkpoint(self.ctx.out / self.name / STUDENT_FILE, {"student": sd}, make_header(**header))
+        modules = {"student": sd}
+        if "vae" in self.trained:
+            modules["vae"] = self.averaged_state("vae")
+        path = save_checkpoint(self.ctx.out / self.name / STUDENT_FILE, modules, make_header(**header))
         self.ctx.export_students()
         return path
 

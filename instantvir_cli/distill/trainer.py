@@ -183,7 +183,8 @@ class RunContext:
             dit_cfg = config_from_dict(DiTConfig, h["dit"])
             students[task] = {"state": ck.state_dict("student"), "student": config_from_dict(StudentConfig, h["student"]),
                               "operator": h["operator"], "consistency": h["consistency"],
-                              "init": h.get("init", "operator"), "residual": h.get("residual", False)}
+                              "init": h.get("init", "operator"), "residual": h.get("residual", False),
+                              "vae": ck.modules.get("vae")}
             self.steps_done.setdefault(f"student_{task}", h["provenance"]["steps"].get(f"student_{task}", 0))
             dit_preset = h.get("dit_preset", "")
         if not students:

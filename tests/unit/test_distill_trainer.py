@@ -203,3 +203,31 @@ def test_residual_student_without_prior_trains_no_critic(uninterrupted, clips, t
     assert not any(k.startswith("critic") or k == "dmd" for r in train for k in r)
     entry = read_header(out / X.EXPORT_FILE)["tasks"]["sr4x"]
     assert entry["init"] == "fast" and entry["residual"] is True
+
+
+@pytest.mark.parametrize("part", ["decoder", "all"])
+def test_student_stage_fine_tunes_its_own_vae(uninterrupted, clips, tmp_path, part):
+    """train_vae: the task's copy of the VAE trains with the student (decoder: the encoding side
+    stays frozen), the shared VAE file is untouched, and `vir restore` loads the task's copy."""
+    from instantvir_cli.learned import learned_restorer
+    from instantvir_cli.ops import build_operator
+
+    src, out = uninterrupted[0], tmp_path / part
+    out.mkdir()
+    for f in (X.VAE_FILE, X.TEACHER_FILE):
+        (out / f).write_bytes((src / f).read_bytes())
+    cfg = tiny(clips, out, run={"stages": ["student"]},
+               student={"steps": 2, "residual": True, "init": "fast", "dmd_weight": 0.0, "gt_weight": 1.0,
+                        "gt_space": "pixel", "train_vae": part, "vae_lr": 1e-2, "ema": 0.0})
+    run_distill(cfg, resume=True)
+    shared = load_checkpoint(out / X.VAE_FILE).state_dict("vae")
+    export = load_checkpoint(out / X.EXPORT_FILE)
+    assert export.header["tasks"]["sr4x"]["vae_module"] == "vae_sr4x"
+    own = export.state_dict("vae_sr4x")
+    torch.testing.assert_close(export.state_dict("vae"), shared)
+    changed = {k for k in own if not torch.equal(own[k], shared[k])}
+    assert any(k.startswith("decoder") for k in changed)
+    assert any(k.startswith("encoder") for k in changed) == (part == "all")
+    r = learned_restorer(build_operator("sr4x", 32, 32), out / X.EXPORT_FILE)
+    key = next(k for k in sorted(changed) if k.startswith("decoder"))
+    assert torch.equal(r.vae.state_dict()[key], own[key])
