@@ -242,6 +242,7 @@ class StudentStageConfig(Optim):
     gt_weight: float = 0.0                      # loss to the clean window (paired data; off by default)
     gt_space: str = field(default="latent", metadata=_choices("latent", "pixel"))  # latent: ||z_hat - E(x)||^2; pixel: ||x_hat - x||^2
     init: str = field(default="operator", metadata=_choices("operator", "classical", "fast"))  # the initial estimate x0 (estimate.INITS)
+    inits: dict[str, Any] = field(default_factory=dict)  # per-task overrides of init, e.g. {inpaint = "classical"}
     residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
     zero_head: bool = False                     # zero the student's output layer at the start: z_hat = z_in (with residual: x_hat = x0)
     train_vae: str = field(default="none", metadata=_choices("none", "decoder", "all"))  # also fine-tune this task's own copy of the VAE (exported with the student)
@@ -263,6 +264,9 @@ class StudentStageConfig(Optim):
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be distinct names among {', '.join(TASKS)}, got {list(self.tasks)}")
         _positive(self, "student_every")
+        bad = {t: v for t, v in self.inits.items() if t not in TASKS or v not in ("operator", "classical", "fast")}
+        if bad:
+            raise ValueError(f"inits: expected task = operator | classical | fast, got {bad}")
         _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr")
         if not 0.0 < self.s_min < self.s_max < 1.0:
             raise ValueError(f"need 0 < s_min < s_max < 1, got {self.s_min}, {self.s_max}")

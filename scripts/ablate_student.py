@@ -19,18 +19,19 @@ from pathlib import Path
 from instantvir_cli.config import from_dict, load_config, to_dict, to_toml, DistillConfig
 from instantvir_cli.distill.trainer import run_distill
 
-# name -> (student overrides, teacher overrides); dmd variants step the student every 2nd iteration
+# name -> (student overrides, teacher overrides), each a change to configs/default.toml's student;
+# DMD variants step the student every 2nd iteration (the critic every one)
+DMD = {"dmd_weight": 1.0, "student_every": 2}
 VARIANTS = {
-    "meas": ({"dmd_weight": 0.0, "gt_weight": 0.0}, {}),
-    "meas+dmd": ({"dmd_weight": 1.0, "gt_weight": 0.0, "student_every": 2}, {}),
-    "meas+dmd+gt": ({"dmd_weight": 1.0, "gt_weight": 1.0, "student_every": 2}, {}),
-    "meas+gt": ({"dmd_weight": 0.0, "gt_weight": 1.0}, {}),
-    "meas+dmd, prior via pixels (E_T(D_S(z)))": ({"dmd_weight": 1.0, "gt_weight": 0.0, "student_every": 2},
-                                                 {"vae": "<base>/vae.safetensors"}),
-    "meas+gt, plain decoding (operator init)": ({"dmd_weight": 0.0, "gt_weight": 1.0, "init": "operator",
-                                                "residual": False, "zero_head": False}, {}),
-    "meas+gt, decoder fine-tuned": ({"dmd_weight": 0.0, "gt_weight": 1.0, "train_vae": "decoder"}, {}),
-    "meas+gt, VAE fine-tuned": ({"dmd_weight": 0.0, "gt_weight": 1.0, "train_vae": "all"}, {}),
+    "measurement only": ({"gt_weight": 0.0}, {}),
+    "measurement + DMD (prior in the student's VAE space)": ({**DMD, "gt_weight": 0.0}, {}),
+    "measurement + DMD, prior in the teacher's space E_T(D_S(z))": ({**DMD, "gt_weight": 0.0},
+                                                                    {"vae": "<base>/vae.safetensors"}),
+    "measurement + DMD + GT": ({**DMD}, {}),
+    "measurement + GT (the default)": ({}, {}),
+    "measurement + GT, VAE frozen": ({"train_vae": "none"}, {}),
+    "measurement + GT, plain decoding from the operator's init": ({"init": "operator", "inits": {}, "residual": False,
+                                                                  "zero_head": False}, {}),
 }
 
 

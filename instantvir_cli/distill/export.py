@@ -165,5 +165,35 @@ def fold_latent_scale(vae: LeanVAE, scale: float) -> None:
     vae.logvar.bias.sub_(2.0 * float(torch.log(torch.tensor(scale))))
 
 
-__all__ = ["EXPORT_FILE", "TEACHER_FILE", "VAE_FILE", "artifact_id", "fold_latent_scale", "git_revision",
+__all__ = ["EXPORT_FILE", "TEACHER_FILE", "VAE_FILE", "artifact_id", "compact_checkpoint", "fold_latent_scale", "git_revision",
            "load_teacher", "load_vae", "provenance", "save_export", "save_teacher", "save_vae"]
+
+
+#################################################################################
+#                         Shipping: a smaller copy of an export                 #
+#################################################################################
+
+
+def compact_checkpoint(src: Path, dst: Path, storage: str = "int8") -> Path:
+    """Re-write checkpoint `src` as `dst` with `storage` (registry.STORAGES): the same header and
+    modules, weight matrices as int8 with per-row scales (how the default model ships)."""
+    ck = load_checkpoint(src)
+    header = {k: v for k, v in ck.header.items() if k not in ("format", "vir_version", "created", "modules", "storage")}
+    return save_checkpoint(dst, ck.modules, header, storage=storage)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m instantvir_cli.distill.export",
+                                 description="Write a compact (int8-weight) copy of a vir checkpoint.")
+    ap.add_argument("src", type=Path)
+    ap.add_argument("dst", type=Path)
+    ap.add_argument("--storage", default="int8", choices=["fp32", "int8"])
+    args = ap.parse_args(argv)
+    out = compact_checkpoint(args.src, args.dst, args.storage)
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB ({args.storage})")
+
+
+if __name__ == "__main__":
+    main()

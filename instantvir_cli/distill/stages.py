@@ -342,8 +342,9 @@ class StudentStage(Stage):
         self.measurement = Measurement(c.meas_space)
         self.dmd = DMD(c.shift, c.s_min, c.s_max)
         self.critic_loss = FlowMatching(c.shift, c.s_min, c.s_max)
-        self.estimate = InitialEstimate(c.init)
-        self.validator = (StudentValidator(task, self.options, ctx.val_clips, c.consistency, c.init, c.residual)
+        self.init = c.inits.get(task, c.init)
+        self.estimate = InitialEstimate(self.init)
+        self.validator = (StudentValidator(task, self.options, ctx.val_clips, c.consistency, self.init, c.residual)
                           if ctx.env.main else None)
         self.operator_record: dict | None = None
 
@@ -451,7 +452,7 @@ class StudentStage(Stage):
             H = W = self.ctx.cfg.data.crop
             self.operator_record = BatchOperator.build(self.task, self.options, H, W, torch.zeros(1)).op.to_dict()
         header = {"student": dataclasses.asdict(self.student_config), "operator": self.operator_record,
-                  "consistency": self.c.consistency, "init": self.c.init, "residual": self.c.residual, "dit": dataclasses.asdict(self.teacher.config),
+                  "consistency": self.c.consistency, "init": self.init, "residual": self.c.residual, "dit": dataclasses.asdict(self.teacher.config),
                   "dit_preset": self.dit_preset, "provenance": self.ctx.provenance(self.name, steps)}
         modules = {"student": sd}
         if "vae" in self.trained:

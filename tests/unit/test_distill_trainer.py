@@ -203,6 +203,9 @@ def test_residual_student_without_prior_trains_no_critic(uninterrupted, clips, t
     assert not any(k.startswith("critic") or k == "dmd" for r in train for k in r)
     entry = read_header(out / X.EXPORT_FILE)["tasks"]["sr4x"]
     assert entry["init"] == "fast" and entry["residual"] is True
+    stage = StudentStage(build_context(tiny(clips, out, student={"init": "fast", "inits": {"sr4x": "classical"}}),
+                                       DistEnv()), "sr4x")
+    assert stage.init == "classical" and stage.estimate.kind == "classical"
 
 
 @pytest.mark.parametrize("part", ["decoder", "all"])

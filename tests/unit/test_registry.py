@@ -398,3 +398,45 @@ def test_wan_names_of_the_full_size_model():
     assert len(orig) == len(diff) == len(sd) == 825
     assert {"blocks.29.ffn.2.bias", "head.modulation", "blocks.0.norm3.weight"} <= orig
     assert {"blocks.29.ffn.net.2.bias", "scale_shift_table", "blocks.0.norm2.weight", "blocks.3.attn1.to_out.0.weight"} <= diff
+
+
+def test_int8_storage_round_trip_is_close_and_four_times_smaller(tmp_path):
+    from instantvir_cli.models.registry import INT8_MIN_NUMEL
+
+    g = torch.Generator().manual_seed(0)
+    sd = {"big.weight": torch.randn(64, 256, generator=g), "conv.weight": torch.randn(32, 1, 3, 3, 3, generator=g) * 5,
+          "small.weight": torch.randn(4, 4, generator=g), "bias": torch.randn(256, generator=g),
+          "steps": torch.tensor([3, 4])}
+    header = {"provenance": {"recipe": "test"}}
+    full = R.save_checkpoint(tmp_path / "a.safetensors", {"m": sd}, header)
+    small = R.save_checkpoint(tmp_path / "b.safetensors", {"m": sd}, header, storage="int8")
+    assert small.stat().st_size < 0.4 * full.stat().st_size
+    ck = R.load_checkpoint(small)
+    assert ck.header["storage"] == "int8" and ck.header["provenance"] == header["provenance"]
+    assert set(ck.state_dict("m")) == set(sd)
+    for k, v in sd.items():
+        w = ck.state_dict("m")[k]
+        assert w.dtype == v.dtype and w.shape == v.shape
+        if v.is_floating_point() and v.dim() >= 2 and v.numel() >= INT8_MIN_NUMEL:
+            step = v.abs().amax(dim=tuple(range(1, v.dim())), keepdim=True) / 127
+            assert ((w - v).abs() <= step / 2 + 1e-6).all() and not torch.equal(w, v)
+        else:
+            assert torch.equal(w, v)
+
+
+def test_compact_export_restores_like_the_original(tmp_path):
+    from instantvir_cli.distill.export import compact_checkpoint
+    from instantvir_cli.learned import learned_restorer
+    from instantvir_cli.ops import build_operator
+    from tests.model_fixtures import save_tiny_checkpoint
+
+    src = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True)
+    dst = compact_checkpoint(src, tmp_path / "c.safetensors")
+    h0, h1 = R.read_header(src), R.read_header(dst)
+    assert h1["storage"] == "int8" and h1["tasks"] == h0["tasks"] and h1["vae"] == h0["vae"]
+    op = build_operator("sr4x", 32, 48)
+    y = op.A(torch.rand(1, 3, 9, 32, 48) * 2 - 1)
+    a = learned_restorer(op, src).push(y)
+    b = learned_restorer(op, dst).push(y)
+    assert a.shape == b.shape == (1, 3, 9, 32, 48)
+    assert float((a - b).abs().max()) < 0.05
