@@ -241,6 +241,7 @@ class StudentStageConfig(Optim):
     dmd_weight: float = 1.0                     # the distribution-matching prior
     gt_weight: float = 0.0                      # loss to the clean window (paired data; off by default)
     gt_space: str = field(default="latent", metadata=_choices("latent", "pixel"))  # latent: ||z_hat - E(x)||^2; pixel: ||x_hat - x||^2
+    temporal_weight: float = 0.0                # paired: ||d/dt (x_hat - x)||^2, the error's frame-to-frame change (what the flicker metric counts)
     init: str = field(default="operator", metadata=_choices("operator", "classical", "fast"))  # the initial estimate x0 (estimate.INITS)
     inits: dict[str, Any] = field(default_factory=dict)  # per-task overrides of init, e.g. {inpaint = "classical"}
     residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
@@ -267,7 +268,7 @@ class StudentStageConfig(Optim):
         bad = {t: v for t, v in self.inits.items() if t not in TASKS or v not in ("operator", "classical", "fast")}
         if bad:
             raise ValueError(f"inits: expected task = operator | classical | fast, got {bad}")
-        _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr")
+        _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr", "temporal_weight")
         if not 0.0 < self.s_min < self.s_max < 1.0:
             raise ValueError(f"need 0 < s_min < s_max < 1, got {self.s_min}, {self.s_max}")
 

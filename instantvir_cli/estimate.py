@@ -51,7 +51,10 @@ class InitialEstimate:
         if self._restorer is None or self._restorer.op.task != op.task:
             self._restorer = classical_restorer(op, _params(self.kind, op.task))
         self._restorer.op = op
-        with torch.no_grad():
+        from instantvir_cli.restore import torch_threads
+
+        # the classical restorers' many small ops run best on one thread (classical.FrameRestorer)
+        with torch.no_grad(), torch_threads(self._restorer.threads):
             return self._restorer.push(y)
 
 

@@ -19,13 +19,15 @@ from pathlib import Path
 from instantvir_cli.config import from_dict, load_config, to_dict, to_toml, DistillConfig
 from instantvir_cli.distill.trainer import run_distill
 
-# name -> (student overrides, teacher overrides), each a change to configs/default.toml's student;
-# DMD variants step the student every 2nd iteration (the critic every one)
+# name -> (student overrides, teacher overrides), each a change to configs/default.toml's student
+# ("GT" is the paired pixel loss with its temporal term); DMD variants step the student every
+# 2nd iteration (the critic every one)
 DMD = {"dmd_weight": 1.0, "student_every": 2}
+NO_GT = {"gt_weight": 0.0, "temporal_weight": 0.0}
 VARIANTS = {
-    "measurement only": ({"gt_weight": 0.0}, {}),
-    "measurement + DMD (prior in the student's VAE space)": ({**DMD, "gt_weight": 0.0}, {}),
-    "measurement + DMD, prior in the teacher's space E_T(D_S(z))": ({**DMD, "gt_weight": 0.0},
+    "measurement only": ({**NO_GT}, {}),
+    "measurement + DMD (prior in the student's VAE space)": ({**DMD, **NO_GT}, {}),
+    "measurement + DMD, prior in the teacher's space E_T(D_S(z))": ({**DMD, **NO_GT},
                                                                     {"vae": "<base>/vae.safetensors"}),
     "measurement + DMD + GT": ({**DMD}, {}),
     "measurement + GT (the default)": ({}, {}),

@@ -386,7 +386,8 @@ class StudentStage(Stage):
             p = {**p, "z_in": self.codec.encode(p["x0"])}
         z_hat = self.restore(p["z_in"])
         p["z_hat"] = z_hat.detach()
-        pixel = c.meas_space == "pixel" or self.tvae is not None or (c.gt_weight > 0 and c.gt_space == "pixel")
+        pixel = (c.meas_space == "pixel" or self.tvae is not None or (c.gt_weight > 0 and c.gt_space == "pixel")
+                 or c.temporal_weight > 0)
         x_hat = self.decode(z_hat, p) if pixel else None
         terms = {"meas": self.measurement(z_hat, p["y"], p["z_in"], p["op"], self.codec, x_hat)}
         loss = c.meas_weight * terms["meas"]
@@ -398,6 +399,10 @@ class StudentStage(Stage):
         if c.gt_weight > 0:
             terms["gt"] = per_sample_mean((z_hat - p["z_gt"]) ** 2 if c.gt_space == "latent" else (x_hat - p["x"]) ** 2)
             loss = loss + c.gt_weight * terms["gt"]
+        if c.temporal_weight > 0:
+            e = x_hat - p["x"]                                       # (B, C, T, H, W)
+            terms["temporal"] = per_sample_mean((e[:, :, 1:] - e[:, :, :-1]) ** 2)
+            loss = loss + c.temporal_weight * terms["temporal"]
         terms["loss"] = loss
         return terms
 

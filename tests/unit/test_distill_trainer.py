@@ -192,14 +192,14 @@ def test_residual_student_without_prior_trains_no_critic(uninterrupted, clips, t
         (out / f).write_bytes((src / f).read_bytes())
     cfg = tiny(clips, out, run={"stages": ["student"]},
                student={"steps": 3, "init": "fast", "residual": True, "dmd_weight": 0.0,
-                        "gt_weight": 1.0, "gt_space": "pixel", "zero_head": True})
+                        "gt_weight": 1.0, "gt_space": "pixel", "zero_head": True, "temporal_weight": 1.0})
     stage = StudentStage(build_context(cfg, DistEnv()), "sr4x")
     z = torch.randn(1, 4, 2, 8, 8)
     assert torch.equal(stage.restore(z), z)               # a silent head: z_hat = z_in at the start
     run_distill(cfg, resume=True)
     train = records(out, stage="student_sr4x")
     assert [r["step"] for r in train] == [1, 2, 3]
-    assert all("student_loss" in r and "gt" in r and "meas" in r for r in train)
+    assert all("student_loss" in r and "gt" in r and "meas" in r and r["temporal"] >= 0 for r in train)
     assert not any(k.startswith("critic") or k == "dmd" for r in train for k in r)
     entry = read_header(out / X.EXPORT_FILE)["tasks"]["sr4x"]
     assert entry["init"] == "fast" and entry["residual"] is True
