@@ -244,6 +244,7 @@ class StudentStageConfig(Optim):
     temporal_weight: float = 0.0                # paired: ||d/dt (x_hat - x)||^2, the error's frame-to-frame change (what the flicker metric counts)
     init: str = field(default="operator", metadata=_choices("operator", "classical", "fast"))  # the initial estimate x0 (estimate.INITS)
     inits: dict[str, Any] = field(default_factory=dict)  # per-task overrides of init, e.g. {inpaint = "classical"}
+    quantize: tuple[str, ...] = ()              # tasks whose measurement is rounded to 8 bits, as the video files vir restore reads
     residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
     zero_head: bool = False                     # zero the student's output layer at the start: z_hat = z_in (with residual: x_hat = x0)
     train_vae: str = field(default="none", metadata=_choices("none", "decoder", "all"))  # also fine-tune this task's own copy of the VAE (exported with the student)
@@ -265,6 +266,8 @@ class StudentStageConfig(Optim):
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be distinct names among {', '.join(TASKS)}, got {list(self.tasks)}")
         _positive(self, "student_every")
+        if any(t not in TASKS for t in self.quantize):
+            raise ValueError(f"quantize: expected task names among {', '.join(TASKS)}, got {list(self.quantize)}")
         bad = {t: v for t, v in self.inits.items() if t not in TASKS or v not in ("operator", "classical", "fast")}
         if bad:
             raise ValueError(f"inits: expected task = operator | classical | fast, got {bad}")

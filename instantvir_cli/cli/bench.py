@@ -28,7 +28,7 @@ EPILOG = """Examples:
 def bench(
     resolution: Annotated[str, typer.Option("--resolution", "-r", help="Output frame size WxH to time.")] = "832x480",
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, max=10000, help="Frames in the generated clip.")] = 48,
-    task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x | all.")] = "sr4x",
+    task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x | all.")] = "all",
     model: opt.Model = "instantvir",
     arch: Annotated[
         Optional[str], typer.Option("--arch", help="Time RANDOM weights of this DiT preset (no checkpoint needed).")

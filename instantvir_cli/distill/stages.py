@@ -36,7 +36,7 @@ from instantvir_cli.distill.losses import (
     per_sample_mean,
     randn_like,
 )
-from instantvir_cli.distill.validate import StudentValidator, validate_flow, validate_vae
+from instantvir_cli.distill.validate import StudentValidator, quantize_8bit, validate_flow, validate_vae
 from instantvir_cli.errors import ConfigError
 from instantvir_cli.estimate import InitialEstimate
 from instantvir_cli.models.dit import DiT
@@ -344,7 +344,8 @@ class StudentStage(Stage):
         self.critic_loss = FlowMatching(c.shift, c.s_min, c.s_max)
         self.init = c.inits.get(task, c.init)
         self.estimate = InitialEstimate(self.init)
-        self.validator = (StudentValidator(task, self.options, ctx.val_clips, c.consistency, self.init, c.residual)
+        self.validator = (StudentValidator(task, self.options, ctx.val_clips, c.consistency, self.init, c.residual,
+                                           task in c.quantize)
                           if ctx.env.main else None)
         self.operator_record: dict | None = None
 
@@ -367,6 +368,8 @@ class StudentStage(Stage):
         if self.operator_record is None:
             self.operator_record = op.op.to_dict()
         y = op.measure(x, mb["seed"])
+        if self.task in self.c.quantize:
+            y = quantize_8bit(y)
         x0 = op.map(lambda o, yi: self.estimate(o, yi), y)
         p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "x0": x0, "z_in": self.codec.encode(x0)}
         if self.c.gt_weight > 0 and self.c.gt_space == "latent":

@@ -32,11 +32,17 @@ def quality(ref: Tensor, test: Tensor, prefix: str) -> dict[str, float]:
     return {f"{prefix}psnr": q.psnr, f"{prefix}ssim": q.ssim, f"{prefix}flicker": q.flicker}
 
 
-def val_operator(task: str, options: dict, x: Tensor) -> tuple[Operator, Tensor]:
+def quantize_8bit(y: Tensor) -> Tensor:
+    """y in [-1, 1] rounded to the 256 levels of an 8-bit video file (what `vir degrade` writes)."""
+    return torch.round((y.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+
+
+def val_operator(task: str, options: dict, x: Tensor, quantize: bool = False) -> tuple[Operator, Tensor]:
     """The task's operator for a validation clip (fixed mask seed 0) and its measurement."""
     H, W = x.shape[-2:]
     op = build_operator(task, H, W, **options, **({"seed": 0} if task == "inpaint" else {}))
-    return op, op.measure(x, torch.Generator().manual_seed(0))
+    y = op.measure(x, torch.Generator().manual_seed(0))
+    return op, quantize_8bit(y) if quantize else y
 
 
 def _stream(restorer, y: Tensor) -> Tensor:
@@ -59,10 +65,10 @@ class StudentValidator:
     """Scores one task's student on every validation clip; the baselines are computed once."""
 
     def __init__(self, task: str, options: dict, clips: dict[str, Tensor], consistency: bool,
-                 init: str = "operator", residual: bool = False):
+                 init: str = "operator", residual: bool = False, quantize: bool = False):
         self.task, self.options, self.consistency = task, options, consistency
         self.init, self.residual = init, residual
-        self.cases = {name: val_operator(task, options, x) + (x,) for name, x in clips.items()}
+        self.cases = {name: val_operator(task, options, x, quantize) + (x,) for name, x in clips.items()}
         self._baselines: dict[str, float] | None = None
 
     def baselines(self) -> dict[str, float]:
@@ -116,4 +122,4 @@ def validate_flow(net, latents: list[Tensor]) -> dict[str, float]:
     return out
 
 
-__all__ = ["StudentValidator", "restore_clip", "val_operator", "validate_flow", "validate_vae"]
+__all__ = ["StudentValidator", "quantize_8bit", "restore_clip", "val_operator", "validate_flow", "validate_vae"]

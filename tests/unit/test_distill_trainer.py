@@ -234,3 +234,19 @@ def test_student_stage_fine_tunes_its_own_vae(uninterrupted, clips, tmp_path, pa
     r = learned_restorer(build_operator("sr4x", 32, 32), out / X.EXPORT_FILE)
     key = next(k for k in sorted(changed) if k.startswith("decoder"))
     assert torch.equal(r.vae.state_dict()[key], own[key])
+
+
+def test_quantized_measurements_sit_on_the_8bit_grid(uninterrupted, clips, tmp_path):
+    from instantvir_cli.distill.validate import quantize_8bit
+
+    y = torch.rand(2, 3, 4, 8, 8) * 2.2 - 1.1
+    q = quantize_8bit(y)
+    levels = (q + 1) * 127.5
+    torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
+    assert float((q - y.clamp(-1, 1)).abs().max()) <= 1 / 255 + 1e-6
+    cfg = tiny(clips, uninterrupted[0], student={"quantize": ["sr4x"]})
+    stage = StudentStage(build_context(cfg, DistEnv()), "sr4x")
+    p = stage.prepare({"x": torch.rand(1, 3, 5, 32, 32) * 2 - 1, "seed": torch.tensor([3])})
+    assert torch.equal(p["y"], quantize_8bit(p["y"]))
+    with pytest.raises(ConfigError, match="quantize"):
+        tiny(clips, tmp_path / "q2", student={"quantize": ["denoise"]})
