@@ -189,7 +189,10 @@ class RunContext:
             dit_preset = h.get("dit_preset", "")
         if not students:
             return None
-        vae, vae_preset = X.load_vae(self.vae_path())
+        vae_file = self.vae_path()
+        vae_steps = read_header(vae_file).get("provenance", {}).get("steps", {})
+        self.steps_done.setdefault("vae", vae_steps.get("vae", 0))    # trained in an earlier run: its steps
+        vae, vae_preset = X.load_vae(vae_file)
         path = X.save_export(self.out / X.EXPORT_FILE, vae, vae_preset, dit_cfg, dit_preset, students,
                              X.provenance(to_dict(self.cfg), self.sources.names, self.steps_done))
         self.emit(Event("export", message=str(path), metrics={"tasks": sorted(students)}))

@@ -100,7 +100,7 @@ def test_bench_without_checkpoint_is_an_error(no_default_checkpoint):
 def test_bench_compare_wan_vae():
     pytest.importorskip("diffusers")
     result = vir("bench", "--resolution", "64x48", "--frames", "5", "--arch", "tiny", "--vae", "tiny",
-                 "--compare", "wan-vae", "--json")
+                 "--task", "sr4x", "--compare", "wan-vae", "--json")
     assert result.exit_code == 0, result.stderr
     c = json.loads(result.stdout)["compare"]
     assert c["vae"] == "tiny" and c["vae_frames"] == 5
