@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from instantvir_cli.errors import ConfigError
+from instantvir_cli.estimate import INITS
 
 TASKS = ("inpaint", "deblur", "sr4x")
 STAGES = ("vae", "teacher", "student")
@@ -242,7 +243,7 @@ class StudentStageConfig(Optim):
     gt_weight: float = 0.0                      # loss to the clean window (paired data; off by default)
     gt_space: str = field(default="latent", metadata=_choices("latent", "pixel"))  # latent: ||z_hat - E(x)||^2; pixel: ||x_hat - x||^2
     temporal_weight: float = 0.0                # paired: ||d/dt (x_hat - x)||^2, the error's frame-to-frame change (what the flicker metric counts)
-    init: str = field(default="operator", metadata=_choices("operator", "classical", "fast"))  # the initial estimate x0 (estimate.INITS)
+    init: str = field(default="operator", metadata=_choices(*INITS))  # the initial estimate x0 (estimate.INITS)
     inits: dict[str, Any] = field(default_factory=dict)  # per-task overrides of init, e.g. {inpaint = "classical"}
     quantize: tuple[str, ...] = ()              # tasks whose measurement is rounded to 8 bits, as the video files vir restore reads
     residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
@@ -268,9 +269,9 @@ class StudentStageConfig(Optim):
         _positive(self, "student_every")
         if any(t not in TASKS for t in self.quantize):
             raise ValueError(f"quantize: expected task names among {', '.join(TASKS)}, got {list(self.quantize)}")
-        bad = {t: v for t, v in self.inits.items() if t not in TASKS or v not in ("operator", "classical", "fast")}
+        bad = {t: v for t, v in self.inits.items() if t not in TASKS or v not in INITS}
         if bad:
-            raise ValueError(f"inits: expected task = operator | classical | fast, got {bad}")
+            raise ValueError(f"inits: expected task = {' | '.join(INITS)}, got {bad}")
         _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr", "temporal_weight")
         if not 0.0 < self.s_min < self.s_max < 1.0:
             raise ValueError(f"need 0 < s_min < s_max < 1, got {self.s_min}, {self.s_max}")

@@ -22,12 +22,11 @@ from instantvir_cli.ops import Operator
 INITS = ("operator", "classical", "fast")
 
 
-def _params(kind: str, task: str):
+def fast_params(task: str):
+    """The classical parameters of the `fast` estimate (None: the defaults, as for sr4x)."""
     from instantvir_cli.classical import DeblurParams, InpaintParams
 
-    if kind == "fast":
-        return {"deblur": DeblurParams(tv_iters=0), "inpaint": InpaintParams(cg_iters=0)}.get(task)
-    return None
+    return {"deblur": DeblurParams(tv_iters=0), "inpaint": InpaintParams(cg_iters=0)}.get(task)
 
 
 class InitialEstimate:
@@ -42,20 +41,21 @@ class InitialEstimate:
             raise UsageError(f"unknown initial estimate {kind!r} (choose one of: {', '.join(INITS)})")
         self.kind = kind
         self._restorer = None
+        if kind != "operator":      # imported here: config.py reads INITS without the restorers
+            from instantvir_cli.classical import classical_restorer
+            from instantvir_cli.restore import torch_threads
+
+            self._build, self._threads = classical_restorer, torch_threads
 
     def __call__(self, op: Operator, y: torch.Tensor) -> torch.Tensor:
         if self.kind == "operator":
             return op.init(y)
-        from instantvir_cli.classical import classical_restorer
-
         if self._restorer is None or self._restorer.op.task != op.task:
-            self._restorer = classical_restorer(op, _params(self.kind, op.task))
+            self._restorer = self._build(op, fast_params(op.task) if self.kind == "fast" else None)
         self._restorer.op = op
-        from instantvir_cli.restore import torch_threads
-
         # the classical restorers' many small ops run best on one thread (classical.FrameRestorer)
-        with torch.no_grad(), torch_threads(self._restorer.threads):
+        with torch.no_grad(), self._threads(self._restorer.threads):
             return self._restorer.push(y)
 
 
-__all__ = ["INITS", "InitialEstimate"]
+__all__ = ["INITS", "InitialEstimate", "fast_params"]

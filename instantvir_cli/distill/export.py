@@ -31,6 +31,7 @@ import torch
 from instantvir_cli.errors import CheckpointError
 from instantvir_cli.models.dit import DiT, DiTConfig
 from instantvir_cli.models.registry import (
+    WRITTEN_KEYS,
     config_from_dict,
     config_to_dict,
     load_checkpoint,
@@ -165,8 +166,8 @@ def fold_latent_scale(vae: LeanVAE, scale: float) -> None:
     vae.logvar.bias.sub_(2.0 * float(torch.log(torch.tensor(scale))))
 
 
-__all__ = ["EXPORT_FILE", "TEACHER_FILE", "VAE_FILE", "artifact_id", "compact_checkpoint", "fold_latent_scale", "git_revision",
-           "load_teacher", "load_vae", "provenance", "save_export", "save_teacher", "save_vae"]
+__all__ = ["EXPORT_FILE", "TEACHER_FILE", "VAE_FILE", "artifact_id", "compact_checkpoint", "fold_latent_scale",
+           "git_revision", "load_teacher", "load_vae", "provenance", "save_export", "save_teacher", "save_vae"]
 
 
 #################################################################################
@@ -178,7 +179,7 @@ def compact_checkpoint(src: Path, dst: Path, storage: str = "int8") -> Path:
     """Re-write checkpoint `src` as `dst` with `storage` (registry.STORAGES): the same header and
     modules, weight matrices as int8 with per-row scales (how the default model ships)."""
     ck = load_checkpoint(src)
-    header = {k: v for k, v in ck.header.items() if k not in ("format", "vir_version", "created", "modules", "storage")}
+    header = {k: v for k, v in ck.header.items() if k not in WRITTEN_KEYS}
     return save_checkpoint(dst, ck.modules, header, storage=storage)
 
 

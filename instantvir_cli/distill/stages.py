@@ -323,8 +323,6 @@ class StudentStage(Stage):
         if c.zero_head:    # the teacher's body, a silent head: training starts from z_hat = z_in
             nn.init.zeros_(student.final.linear.weight)
             nn.init.zeros_(student.final.linear.bias)
-        critic = DiT(self.teacher.config).to(self.device)
-        critic.load_state_dict(self.teacher.state_dict())
         self.student = self.add("student", student, c.lr, c.ema, shard=True)
         self.codec = self.vae                                   # the VAE this task encodes and decodes with
         if c.train_vae != "none":
@@ -337,7 +335,11 @@ class StudentStage(Stage):
                 for name, prm in own.named_parameters():
                     prm.requires_grad_(not name.startswith(ENCODER_PARAMS))
             self.codec = self.add("vae", own, c.vae_lr or c.lr, c.ema)
-        self.critic = self.add("critic", critic.train(), c.critic_lr or c.lr, 0.0, shard=True)
+        self.prior = c.dmd_weight > 0          # without a prior there is no critic to train
+        if self.prior:
+            critic = DiT(self.teacher.config).to(self.device)
+            critic.load_state_dict(self.teacher.state_dict())
+            self.critic = self.add("critic", critic.train(), c.critic_lr or c.lr, 0.0, shard=True)
         self.options = dataclasses.asdict(getattr(c, task))
         self.measurement = Measurement(c.meas_space)
         self.dmd = DMD(c.shift, c.s_min, c.s_max)
@@ -370,7 +372,7 @@ class StudentStage(Stage):
         y = op.measure(x, mb["seed"])
         if self.task in self.c.quantize:
             y = quantize_8bit(y)
-        x0 = op.map(lambda o, yi: self.estimate(o, yi), y)
+        x0 = op.map(self.estimate, y)
         p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "x0": x0, "z_in": self.codec.encode(x0)}
         if self.c.gt_weight > 0 and self.c.gt_space == "latent":
             p["z_gt"] = self.codec.encode(x)
@@ -421,14 +423,13 @@ class StudentStage(Stage):
         c = self.c
         prepared = [self.prepare(mb) for mb in micro]
         out: dict[str, float] = {}
-        prior = c.dmd_weight > 0
-        if step % c.student_every == 0 or not prior:
+        if step % c.student_every == 0 or not self.prior:
             w = c.dmd_weight if step // c.student_every >= c.dmd_warmup else 0.0
             also = ("vae",) if "vae" in self.trained else ()
             out.update({f"student_{k}" if k in ("loss", "grad_norm") else k: v
                         for k, v in self.optimize("student", prepared, lambda p: self.student_loss(p, w), also).items()})
             out["dmd_on"] = float(w > 0)
-        if prior:
+        if self.prior:
             out.update({f"critic_{k}": v for k, v in self.optimize("critic", prepared, self.critic_step_loss).items()})
         return out
 

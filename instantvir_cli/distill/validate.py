@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from instantvir_cli.estimate import InitialEstimate
-from instantvir_cli.metrics import QualityMeter
+from instantvir_cli.metrics import QualityMeter, to_levels
 from instantvir_cli.models.flow import add_noise, timestep, v_target
 from instantvir_cli.ops import Operator, build_operator
 
@@ -34,7 +34,7 @@ def quality(ref: Tensor, test: Tensor, prefix: str) -> dict[str, float]:
 
 def quantize_8bit(y: Tensor) -> Tensor:
     """y in [-1, 1] rounded to the 256 levels of an 8-bit video file (what `vir degrade` writes)."""
-    return torch.round((y.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+    return torch.round(to_levels(y)) / 127.5 - 1
 
 
 def val_operator(task: str, options: dict, x: Tensor, quantize: bool = False) -> tuple[Operator, Tensor]:

@@ -57,6 +57,7 @@ FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 STORAGES = ("fp32", "int8")
 INT8_MIN_NUMEL = 1024
 SCALE_SUFFIX = "@scale"
+WRITTEN_KEYS = ("format", "vir_version", "created", "modules", "storage")  # header keys save_checkpoint sets
 
 #################################################################################
 #                              Presets and builders                              #

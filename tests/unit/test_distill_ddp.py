@@ -14,7 +14,6 @@ import torch
 
 from instantvir_cli.config import DistillConfig, to_dict
 from instantvir_cli.distill.trainer import run_distill
-from instantvir_cli.video import write_synthetic_clip
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_distill_trainer import records, tiny  # noqa: E402
@@ -46,14 +45,6 @@ def torchrun(n: int, script: Path, *args: str, timeout: int = 240) -> subprocess
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
            str(script), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    d = tmp_path_factory.mktemp("clips")
-    write_synthetic_clip(d / "train_a.mp4", 96, 80, frames=24, seed=1)
-    write_synthetic_clip(d / "val_b.mp4", 64, 48, frames=12, seed=2)
-    return d
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])

@@ -17,15 +17,6 @@ from instantvir_cli.distill.trainer import build_context, run_distill
 from instantvir_cli.errors import ConfigError, OutputRefused
 from instantvir_cli.models.registry import load_checkpoint, read_header
 from instantvir_cli.models.vae import VAE_PRESETS, LeanVAE
-from instantvir_cli.video import write_synthetic_clip
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    d = tmp_path_factory.mktemp("clips")
-    write_synthetic_clip(d / "train_a.mp4", 96, 80, frames=24, seed=1)
-    write_synthetic_clip(d / "val_b.mp4", 64, 48, frames=12, seed=2)
-    return d
 
 
 def tiny(clips: Path, out: Path, **tables) -> DistillConfig:
