@@ -16,7 +16,9 @@ from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, info
 
 EPILOG = """Examples:
 
-  vir bench --resolution 832x480 --task all
+  vir bench --resolution 832x480                (every task, the default models)
+
+  vir bench --arch small-p4 --vae small --init fast --residual
 
   vir bench --resolution 1280x720 --frames 48 --task deblur --json
 
