@@ -397,7 +397,7 @@ class NormalizedConvInpaint(FrameRestorer):
 
         if soft is None:
             z = free * x
-            r = Q(v).add_(Q(z)).neg_()  # b - Q z with b = -Q v
+            r = Q(x).neg_()  # b - Q z with b = -Q v: Q is linear and v + z = x (v is zero where free)
         else:
             z = x.clone()
             r = (soft * v).sub_(Q(z))
