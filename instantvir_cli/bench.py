@@ -161,7 +161,7 @@ def describe_model(opts: RestoreOptions) -> str:
     if opts.model == "classical":
         return "classical"
     if opts.arch or opts.vae:
-        extra = (f" init={opts.init}" if opts.init != "operator" else "") + (" residual" if opts.residual else "")
+        extra = (f" init={opts.init}" if opts.init != "operator" else "") + (" residual" if opts.residual else "") + (" delta" if opts.delta else "")
         return f"random:{opts.arch or 'small-p4'}+{opts.vae or 'small'}{extra}"
     from instantvir_cli.models.registry import find_checkpoint
 

@@ -243,10 +243,13 @@ class StudentStageConfig(Optim):
     gt_weight: float = 0.0                      # loss to the clean window (paired data; off by default)
     gt_space: str = field(default="latent", metadata=_choices("latent", "pixel"))  # latent: ||z_hat - E(x)||^2; pixel: ||x_hat - x||^2
     temporal_weight: float = 0.0                # paired: ||d/dt (x_hat - x)||^2, the error's frame-to-frame change (what the flicker metric counts)
+    temporal_boundary: float = 1.0              # ... with this weight on the frame pairs that cross a latent frame's boundary (frames 4k, 4k+1)
     init: str = field(default="operator", metadata=_choices(*INITS))  # the initial estimate x0 (estimate.INITS)
     inits: dict[str, Any] = field(default_factory=dict)  # per-task overrides of init, e.g. {inpaint = "classical"}
     quantize: tuple[str, ...] = ()              # tasks whose measurement is rounded to 8 bits, as the video files vir restore reads
     residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
+    delta: bool = False                         # with residual: x_hat = x0 + D(z_hat - E(x0)) - D(0), one decode instead of two
+    correction_ema: float = 0.0                 # with residual: causal EMA b of the change x_hat - x0 over frames, in training and in vir restore (0 = off)
     zero_head: bool = False                     # zero the student's output layer at the start: z_hat = z_in (with residual: x_hat = x0)
     train_vae: str = field(default="none", metadata=_choices("none", "decoder", "all"))  # also fine-tune this task's own copy of the VAE (exported with the student)
     vae_lr: float = 0.0                         # learning rate of that copy (0 = lr)
@@ -255,6 +258,7 @@ class StudentStageConfig(Optim):
     s_min: float = 0.02                         # clamp of the shifted flow time
     s_max: float = 0.98
     consistency: bool = True                    # the export asks `vir restore` for the data-consistency step
+    no_consistency: tuple[str, ...] = ()        # ... except for these tasks
     ema: float = 0.99
     causal: CausalConfig = field(default_factory=CausalConfig)
     inpaint: InpaintOp = field(default_factory=InpaintOp)
@@ -267,12 +271,17 @@ class StudentStageConfig(Optim):
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be distinct names among {', '.join(TASKS)}, got {list(self.tasks)}")
         _positive(self, "student_every")
-        if any(t not in TASKS for t in self.quantize):
-            raise ValueError(f"quantize: expected task names among {', '.join(TASKS)}, got {list(self.quantize)}")
+        for name in ("quantize", "no_consistency"):
+            if any(t not in TASKS for t in getattr(self, name)):
+                raise ValueError(f"{name}: expected task names among {', '.join(TASKS)}, got {list(getattr(self, name))}")
+        if self.delta and not self.residual:
+            raise ValueError("delta decoding is a form of the residual path: set residual = true")
+        if self.correction_ema and not (self.residual and 0.0 < self.correction_ema < 1.0):
+            raise ValueError(f"correction_ema needs residual = true and 0 <= b < 1, got {self.correction_ema}")
         bad = {t: v for t, v in self.inits.items() if t not in TASKS or v not in INITS}
         if bad:
             raise ValueError(f"inits: expected task = {' | '.join(INITS)}, got {bad}")
-        _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr", "temporal_weight")
+        _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr", "temporal_weight", "temporal_boundary")
         if not 0.0 < self.s_min < self.s_max < 1.0:
             raise ValueError(f"need 0 < s_min < s_max < 1, got {self.s_min}, {self.s_max}")
 

@@ -5,7 +5,16 @@
 
 init is `estimate.InitialEstimate` (the operator's pseudo-inverse, or a classical restorer).
 With `residual`, the decoder turns the student's change into pixels and adds it to x0:
-x = x0 + D(z_hat) - D(z_in), both latents decoded in one batch of two streams.
+x = x0 + D(z_hat) - D(z_in), both latents decoded in one batch of two streams; with `delta`
+too, only the latent change is decoded, x = x0 + D(z_hat - z_in) - D(0), where D(0) (the
+decoder's answer to no change) is computed once per frame size: one stream instead of two.
+With `correction_ema` b > 0 the decoded change c = x - x0 is smoothed causally across frames,
+c'_t = (1 - b) c_t + b c'_(t-1), the previous frame's carried between blocks: a latent frame
+covers 4 pixel frames, and the change jumps where one latent frame hands over to the next.
+
+On the CPU a classical initial estimate runs on its own thread (one torch thread, its many small
+ops run best so), overlapped with the network's two: frames are restored one `push` behind,
+while the estimate of the newest frames is still being computed. The output is the same.
 
 Frames are held until a whole student block of latent frames can be formed: with a 4x
 temporal VAE and 3 latent frames a block, the first block is 1 + 4*2 = 9 frames and every
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -35,6 +45,7 @@ from instantvir_cli.models.registry import (
 from instantvir_cli.models.student import CausalStudent, StudentConfig
 from instantvir_cli.models.vae import LeanVAE, VAEConfig, VAEStreamState, vae_config
 from instantvir_cli.ops import Operator
+from instantvir_cli.ops.base import check_video
 
 STAGES = ("init", "vae_encode", "student", "vae_decode", "consistency")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -101,6 +112,24 @@ class DataConsistency:
         return torch.cat(frames, 2)
 
 
+def smooth_change(x: torch.Tensor, x0: torch.Tensor, b: float, last: torch.Tensor | None = None,
+                  frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal EMA of the change c = x - x0 over time: c'_t = (1 - b) c_t + b c'_(t-1).
+
+    x, x0: (B, C, T, H, W); last: c' of the frame before (B, C, H, W) or None at a video's start.
+    Returns x0 + c' and c' of frame `frames` - 1 (the last real one; later frames are padding).
+    Differentiable: the trainer decodes through it.
+    """
+    change = x - x0
+    out = []
+    for t in range(change.shape[2]):
+        c = change[:, :, t] if last is None else torch.lerp(change[:, :, t], last, b)
+        out.append(c)
+        last = c
+    frames = change.shape[2] if frames is None else frames
+    return x0 + torch.stack(out, 2), out[frames - 1].detach()
+
+
 class InstantViRRestorer:
     """Streaming InstantViR restorer (implements `instantvir_cli.restorer.Restorer`).
 
@@ -113,17 +142,30 @@ class InstantViRRestorer:
         precision: auto | fp32 | bf16 | fp16 for the student and the decoder (see `autocast_dtype`).
         init: the initial estimate, `estimate.INITS` (operator | classical | fast).
         residual: decode x = x0 + D(z_hat) - D(z_in) instead of D(z_hat).
+        delta: with residual, decode x = x0 + D(z_hat - z_in) - D(0) (one stream).
+        correction_ema: with residual, the causal EMA weight b of the change x - x0 (0 = off).
+        overlap_init: compute the initial estimate on a worker thread, one push ahead of the
+            network (None: on the CPU when the estimate is a classical restorer).
     """
 
     name = "instantvir"
 
     def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, consistency_steps: int = 1,
                  context: torch.Tensor | None = None, precision: str = "auto", init: str = "operator",
-                 residual: bool = False):
+                 residual: bool = False, delta: bool = False, correction_ema: float = 0.0,
+                 overlap_init: bool | None = None):
+        if delta and not residual:
+            raise UsageError("delta decoding is a form of the residual path: it needs residual=True")
+        if correction_ema and not (residual and 0.0 < correction_ema < 1.0):
+            raise UsageError(f"correction_ema needs the residual path and 0 < b < 1, got {correction_ema}")
+        self.correction_ema = float(correction_ema)
         self.op = op
         self.estimate = InitialEstimate(init)
-        self.residual = residual
+        self.residual, self.delta = residual, delta
+        self._zero_out: dict[tuple, torch.Tensor] = {}   # D(0) per block form and size (delta)
         self.device = next(student.parameters()).device
+        self.overlap = (init != "operator" and self.device.type == "cpu") if overlap_init is None else overlap_init
+        self._pool: ThreadPoolExecutor | None = None
         self.half = autocast_dtype(precision, self.device)
         self.vae, self.student = vae, student
         self.context = context
@@ -138,13 +180,18 @@ class InstantViRRestorer:
 
     def reset(self) -> None:
         """Start a new video: empty buffers, fresh VAE states and KV cache."""
+        for part in getattr(self, "_x0", ()):
+            if isinstance(part, Future) and not part.cancel():
+                part.exception()            # wait for a running estimate; its result is dropped
         self._y: list[torch.Tensor] = []
-        self._x0: list[torch.Tensor] = []
+        self._x0: list[torch.Tensor | Future] = []  # the estimates of the held frames, maybe still running
+        self._newest = 0                            # frames of the last push, not restored before the next
         self._m: list[torch.Tensor] = []      # inpainting keep-masks of the held frames
         self._held = 0
         self._enc = VAEStreamState()
         self._dec = VAEStreamState()
         self._cache = self.student.new_cache()
+        self._last_change: torch.Tensor | None = None   # c' of the last frame restored (correction_ema)
         self._started = False
         self._out_shape: tuple[int, int] | None = None
 
@@ -157,9 +204,20 @@ class InstantViRRestorer:
         return t1
 
     def _take(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The first n held frames: y, x0 and the keep-mask (None unless inpainting)."""
-        y, x0 = torch.cat(self._y, 2), torch.cat(self._x0, 2)
-        self._y, self._x0 = [y[:, :, n:]], [x0[:, :, n:]]
+        """The first n held frames: y, x0 and the keep-mask (None unless inpainting).
+
+        Only the estimates that cover those n frames are waited for.
+        """
+        y = torch.cat(self._y, 2)
+        self._y = [y[:, :, n:]]
+        parts, got = [], 0
+        while got < n:
+            part = self._x0.pop(0)
+            part = part.result() if isinstance(part, Future) else part
+            parts.append(part)
+            got += part.shape[2]
+        x0 = torch.cat(parts, 2) if len(parts) > 1 else parts[0]
+        self._x0.insert(0, x0[:, :, n:])
         m = None
         if self._m:
             m = torch.cat(self._m, 2)
@@ -187,48 +245,91 @@ class InstantViRRestorer:
         with torch.autocast(self.device.type, dtype=self.half, enabled=self.half is not None):
             z_hat = self.student.step(z_in, self._cache, self.context)  # (B, d, n, h, w)
             t0 = self._tick("student", t0)
-            if self.residual:   # one decode of the batch [z_hat, z_in]: two streams, one state
+            if self.delta:      # decode the change alone; D(0) of this block's form is cached
+                d = self.vae.decode_stream(z_hat - z_in.to(z_hat.dtype), self._dec)
+                x = x0 + (d.float() - self._zero_decode(z_hat))[..., :H, :W]
+            elif self.residual:   # one decode of the batch [z_hat, z_in]: two streams, one state
                 pair = self.vae.decode_stream(torch.cat([z_hat, z_in.to(z_hat.dtype)]), self._dec)
                 x_hat, x_in = pair[..., :H, :W].float().chunk(2)
                 x = x0 + (x_hat - x_in)                                  # (B, C, T, H, W)
             else:
                 x = self.vae.decode_stream(z_hat, self._dec)[..., :H, :W]   # (B, C, T, H, W)
         x = x.float()
+        if self.correction_ema:
+            x, self._last_change = smooth_change(x, x0, self.correction_ema, self._last_change, frames)
         t0 = self._tick("vae_decode", t0)
         x, y = x[:, :, :frames], y[:, :, :frames]
         x = self.consistency(self.op, x, y, None if m is None else m[:, :, :frames]).clamp(-1, 1)
         self._tick("consistency", t0)
         return x
 
+    def _zero_decode(self, z: torch.Tensor) -> torch.Tensor:
+        """D(0) for a block shaped like z (1, C, T, H, W), as the stream decodes it here.
+
+        The decoder is causal: a first block's D(0) is the stream's start, and every later block
+        of zeros, after a first one, decodes the same (the two-frame states hold constants).
+        """
+        first = not self._started
+        key = (first, *z.shape[1:], z.dtype, z.device)
+        out = self._zero_out.get(key)
+        if out is None:
+            state, zeros = VAEStreamState(), z.new_zeros(1, *z.shape[1:])
+            if not first:
+                self.vae.decode_stream(z.new_zeros(1, z.shape[1], self.student.student_config.block_frames,
+                                                   *z.shape[3:]), state)
+            out = self.vae.decode_stream(zeros, state).float()
+            if len(self._zero_out) > 8:
+                self._zero_out.clear()
+            self._zero_out[key] = out
+        return out
+
     # ------------------------------------------------------------------ Restorer
+    def _estimate(self, op: Operator, y: torch.Tensor) -> torch.Tensor:
+        """x0 = init(y), timed (on the worker thread when overlapped)."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            x0 = self.estimate(op, y)
+        self.timings["init"] += time.perf_counter() - t0
+        return x0
+
+    def _restore_blocks(self) -> list[torch.Tensor]:
+        """Restore every whole block among the held frames, except those of the newest push."""
+        out = []
+        while True:
+            need = self.next_frames if self._started else self.first_frames
+            if self._held - self._newest < need:
+                return out
+            yb, xb, mb = self._take(need)
+            out.append(self._run_block(yb, xb, mb, need))
+            self._started = True
+
     def push(self, y: torch.Tensor) -> torch.Tensor:
         """y: (B, C, T, h, w) measurement frames -> restored (B, C, T_out, H, W), T_out >= 0."""
-        t0 = time.perf_counter()
-        x0 = self.estimate(self.op, y)
-        self._tick("init", t0)
-        self._out_shape = tuple(x0.shape[-2:])
+        check_video(y, "y")
+        self._out_shape = tuple(self.op.signal_size(*y.shape[-2:]))
+        if self.overlap:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="vir-init")
+            self._x0.append(self._pool.submit(self._estimate, self.op, y))
+        else:
+            self._x0.append(self._estimate(self.op, y))
         self._y.append(y)
-        self._x0.append(x0)
         if self.op.task == "inpaint":
             m = self.op.mask_like(y) > 0.5                              # (1, 1, T|1, H, W)
             self._m.append(m.expand(1, 1, y.shape[2], *m.shape[-2:]))
         self._held += y.shape[2]
-        out = []
-        while True:
-            need = self.next_frames if self._started else self.first_frames
-            if self._held < need:
-                break
-            yb, xb, mb = self._take(need)
-            out.append(self._run_block(yb, xb, mb, need))
-            self._started = True
+        self._newest = y.shape[2] if self.overlap else 0
+        out = self._restore_blocks()
         return torch.cat(out, 2) if out else self._empty(y)
 
     def flush(self) -> torch.Tensor:
         """Restore the frames still held (padded to the VAE's chunk size, cropped back)."""
+        self._newest = 0
+        out = self._restore_blocks()
         if self._held == 0:
-            out = self._empty(None)
+            out.append(self._empty(None))
             self.reset()
-            return out
+            return torch.cat(out, 2)
         r = self._held
         yb, xb, mb = self._take(r)
         if self._started:
@@ -240,9 +341,9 @@ class InstantViRRestorer:
             rep[2] = total - r
             yb = torch.cat([yb, yb[:, :, -1:].repeat(*rep)], 2)
             xb = torch.cat([xb, xb[:, :, -1:].repeat(*rep)], 2)
-        out = self._run_block(yb, xb, mb, r)
+        out.append(self._run_block(yb, xb, mb, r))
         self.reset()
-        return out
+        return torch.cat(out, 2)
 
     def _empty(self, like: torch.Tensor | None) -> torch.Tensor:
         H, W = self._out_shape or (0, 0)
@@ -280,16 +381,18 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
     steps = consistency_steps if consistency_steps is not None else (1 if entry.get("consistency", True) else 0)
     init, residual = entry.get("init", "operator"), bool(entry.get("residual", False))
+    delta = residual and bool(entry.get("delta", False))
+    ema = float(entry.get("correction_ema", 0.0)) if residual else 0.0
     if init not in INITS:
         raise CheckpointError(f"{path}: unknown initial estimate {init!r} for task {op.task!r}")
     return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps, precision=precision,
-                              init=init, residual=residual)
+                              init=init, residual=residual, delta=delta, correction_ema=ema)
 
 
 def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed: int = 0,
                     block_frames: int = 3, cache_blocks: int | None = 6,
                     consistency_steps: int = 1, precision: str = "auto", init: str = "operator",
-                    residual: bool = False) -> InstantViRRestorer:
+                    residual: bool = False, delta: bool = False) -> InstantViRRestorer:
     """An InstantViR restorer with random weights of the named presets (for timing only)."""
     torch.manual_seed(seed)
     vcfg = vae_config(vae)
@@ -299,4 +402,4 @@ def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed
     # a text-conditioned preset (wan2.1-1.3b) gets a stand-in context of umT5's 512 tokens
     context = torch.zeros(1, 512, dcfg.text_dim, device=device) if dcfg.text_dim else None
     return InstantViRRestorer(op, _prepare(v, device), _prepare(s, device), consistency_steps, context=context,
-                              precision=precision, init=init, residual=residual)
+                              precision=precision, init=init, residual=residual, delta=delta)

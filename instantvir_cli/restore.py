@@ -47,6 +47,7 @@ class RestoreOptions:
     vae: str | None = None           # ... and of this VAE preset
     init: str = "operator"           # ... and this initial estimate (estimate.INITS; a checkpoint names its own)
     residual: bool = False           # ... decoding x0 + D(z_hat) - D(z_in) (a checkpoint names its own)
+    delta: bool = False              # ... in its one-stream form x0 + D(z_hat - z_in) - D(0)
     consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's choice)
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
 
@@ -132,7 +133,7 @@ def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
             steps = 1 if opts.consistency_steps is None else opts.consistency_steps
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
                                    consistency_steps=steps, precision=opts.precision, init=opts.init,
-                                   residual=opts.residual)
+                                   residual=opts.residual, delta=opts.delta)
         return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device,
                                 consistency_steps=opts.consistency_steps, precision=opts.precision)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")

@@ -34,6 +34,7 @@ VARIANTS = {
     "measurement + GT, VAE frozen": ({"train_vae": "none"}, {}),
     "measurement + GT, plain decoding from the operator's init": ({"init": "operator", "inits": {}, "residual": False,
                                                                   "zero_head": False}, {}),
+    "measurement + GT, delta decoding x0 + D(z_hat - z_in) - D(0) (one stream)": ({"delta": True}, {}),
 }
 
 

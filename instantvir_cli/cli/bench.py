@@ -18,7 +18,7 @@ EPILOG = """Examples:
 
   vir bench --resolution 832x480                (every task, the default models)
 
-  vir bench --arch small-p4 --vae small --init fast --residual
+  vir bench --arch small-p4 --vae small --init fast --residual --delta
 
   vir bench --resolution 1280x720 --frames 48 --task deblur --json
 
@@ -41,6 +41,10 @@ def bench(
     ] = "operator",
     residual: Annotated[
         bool, typer.Option("--residual", help="... decoding x0 + D(z_hat) - D(z_in) (with --arch).")
+    ] = False,
+    delta: Annotated[
+        bool, typer.Option("--delta", help="... decoding only the change, x0 + D(z_hat - z_in) - D(0): one "
+                           "decoder stream (with --residual).")
     ] = False,
     compare: Annotated[
         Optional[list[str]],
@@ -88,8 +92,10 @@ def bench(
                 raise UsageError(f"unknown --compare {c!r} (choose dps or wan-vae)")
         if (arch or vae) and model != "instantvir":
             raise UsageError("--arch/--vae time the instantvir model: drop --model classical")
-        if (init != "operator" or residual) and not (arch or vae):
-            raise UsageError("--init/--residual describe random weights: add --arch (a checkpoint names its own)")
+        if (init != "operator" or residual or delta) and not (arch or vae):
+            raise UsageError("--init/--residual/--delta describe random weights: add --arch (a checkpoint names its own)")
+        if delta and not residual:
+            raise UsageError("--delta is a form of the residual path: add --residual")
         if init not in INITS:
             raise UsageError(f"unknown --init {init!r} (choose one of: {', '.join(INITS)})")
         tasks = list(TASKS) if task == "all" else [task]
@@ -100,7 +106,7 @@ def bench(
         for t in tasks:
             opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device,
                                   checkpoint=checkpoint, arch=arch, vae=vae, precision=precision, init=init,
-                                  residual=residual)
+                                  residual=residual, delta=delta)
             info(f"timing {t} ({describe_model(opts)}) at {width}x{height}, {frames} frames on {STATE.device}")
             with FrameProgress(f"bench {t}", frames) as bar:
                 reports.append(bench_speed(width, height, frames, t, opts, encode, on_progress=bar,

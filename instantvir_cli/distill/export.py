@@ -8,7 +8,7 @@ Artifacts in the run folder (each a vir `.safetensors` checkpoint, `models.regis
         modules  `vae` (the student-side LeanVAE), `student_<task>` per task
         header   vae, vae_preset, dit, dit_preset,
                  tasks: {task: {module, student (StudentConfig), operator (op.to_dict() of
-                        the training operator), consistency, init, residual[, vae_module]}},
+                        the training operator), consistency, init, residual, delta, correction_ema[, vae_module]}},
                  provenance: {recipe (the effective config), data (clip names), steps
                         (per stage), git (revision), date}
 
@@ -128,14 +128,16 @@ def save_export(path: Path, vae: LeanVAE, vae_preset: str, dit_cfg: DiTConfig, d
     """The file `vir restore --checkpoint` loads.
 
     `students`: {task: {"state": state dict, "student": StudentConfig, "operator": op.to_dict(),
-    "consistency": bool, "init": str, "residual": bool, "vae": the task's own fine-tuned VAE state
+    "consistency": bool, "init": str, "residual": bool, "delta": bool, "correction_ema": float, "vae": the task's own fine-tuned VAE state
     or None}}. A task with its own VAE names it in `vae_module` (module `vae_<task>`).
     """
     tasks, modules = {}, {"vae": vae.state_dict()}
     for task, s in students.items():
         tasks[task] = {"module": f"student_{task}", "student": config_to_dict(s["student"]),
                        "operator": s["operator"], "consistency": bool(s["consistency"]),
-                       "init": s.get("init", "operator"), "residual": bool(s.get("residual", False))}
+                       "init": s.get("init", "operator"), "residual": bool(s.get("residual", False)),
+                       "delta": bool(s.get("delta", False)),
+                       "correction_ema": float(s.get("correction_ema", 0.0))}
         modules[f"student_{task}"] = s["state"]
         if s.get("vae") is not None:
             tasks[task]["vae_module"] = f"vae_{task}"

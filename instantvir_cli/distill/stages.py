@@ -39,6 +39,7 @@ from instantvir_cli.distill.losses import (
 from instantvir_cli.distill.validate import StudentValidator, quantize_8bit, validate_flow, validate_vae
 from instantvir_cli.errors import ConfigError
 from instantvir_cli.estimate import InitialEstimate
+from instantvir_cli.learned import smooth_change
 from instantvir_cli.models.dit import DiT
 from instantvir_cli.models.registry import make_header, save_checkpoint
 from instantvir_cli.models.student import CausalStudent
@@ -346,8 +347,9 @@ class StudentStage(Stage):
         self.critic_loss = FlowMatching(c.shift, c.s_min, c.s_max)
         self.init = c.inits.get(task, c.init)
         self.estimate = InitialEstimate(self.init)
-        self.validator = (StudentValidator(task, self.options, ctx.val_clips, c.consistency, self.init, c.residual,
-                                           task in c.quantize)
+        self.consistency = c.consistency and task not in c.no_consistency
+        self.validator = (StudentValidator(task, self.options, ctx.val_clips, self.consistency, self.init, c.residual,
+                                           task in c.quantize, c.delta, c.correction_ema)
                           if ctx.env.main else None)
         self.operator_record: dict | None = None
 
@@ -379,11 +381,20 @@ class StudentStage(Stage):
         return p
 
     def decode(self, z_hat: Tensor, p: dict) -> Tensor:
-        """x_hat: D(z_hat), or x0 + D(z_hat) - D(z_in) with `residual` (one decode of both)."""
+        """x_hat: D(z_hat), or x0 + D(z_hat) - D(z_in) with `residual` (one decode of both), or
+        x0 + D(z_hat - z_in) - D(0) with `delta` (D(0) of one sample, broadcast); then the
+        change x_hat - x0 smoothed over time with `correction_ema`."""
         if not self.c.residual:
             return self.codec.decode(z_hat)
-        x, x_in = self.codec.decode(torch.cat([z_hat, p["z_in"]])).chunk(2)
-        return p["x0"] + (x - x_in)
+        if self.c.delta:
+            zero = self.codec.decode(torch.zeros_like(p["z_in"][:1]))
+            x_hat = p["x0"] + (self.codec.decode(z_hat - p["z_in"]) - zero)
+        else:
+            x, x_in = self.codec.decode(torch.cat([z_hat, p["z_in"]])).chunk(2)
+            x_hat = p["x0"] + (x - x_in)
+        if self.c.correction_ema:      # as `vir restore` smooths the change: the window is a video's start
+            x_hat = smooth_change(x_hat, p["x0"], self.c.correction_ema)[0]
+        return x_hat
 
     def student_loss(self, p: dict, w_dmd: float) -> dict[str, Tensor]:
         c = self.c
@@ -406,7 +417,13 @@ class StudentStage(Stage):
             loss = loss + c.gt_weight * terms["gt"]
         if c.temporal_weight > 0:
             e = x_hat - p["x"]                                       # (B, C, T, H, W)
-            terms["temporal"] = per_sample_mean((e[:, :, 1:] - e[:, :, :-1]) ** 2)
+            de2 = (e[:, :, 1:] - e[:, :, :-1]) ** 2                  # pair t: frames t, t + 1
+            if c.temporal_boundary != 1.0:   # frames 4k and 4k + 1 come from different latent frames
+                tf = self.codec.cfg.time_factor
+                w = torch.ones(de2.shape[2], device=de2.device)
+                w[::tf] = c.temporal_boundary
+                de2 = de2 * (w / w.mean()).view(1, 1, -1, 1, 1)
+            terms["temporal"] = per_sample_mean(de2)
             loss = loss + c.temporal_weight * terms["temporal"]
         terms["loss"] = loss
         return terms
@@ -461,7 +478,8 @@ class StudentStage(Stage):
             H = W = self.ctx.cfg.data.crop
             self.operator_record = BatchOperator.build(self.task, self.options, H, W, torch.zeros(1)).op.to_dict()
         header = {"student": dataclasses.asdict(self.student_config), "operator": self.operator_record,
-                  "consistency": self.c.consistency, "init": self.init, "residual": self.c.residual, "dit": dataclasses.asdict(self.teacher.config),
+                  "consistency": self.consistency, "init": self.init, "residual": self.c.residual,
+                  "delta": self.c.delta, "correction_ema": self.c.correction_ema, "dit": dataclasses.asdict(self.teacher.config),
                   "dit_preset": self.dit_preset, "provenance": self.ctx.provenance(self.name, steps)}
         modules = {"student": sd}
         if "vae" in self.trained:

@@ -184,6 +184,7 @@ class RunContext:
             students[task] = {"state": ck.state_dict("student"), "student": config_from_dict(StudentConfig, h["student"]),
                               "operator": h["operator"], "consistency": h["consistency"],
                               "init": h.get("init", "operator"), "residual": h.get("residual", False),
+                              "delta": h.get("delta", False), "correction_ema": h.get("correction_ema", 0.0),
                               "vae": ck.modules.get("vae")}
             self.steps_done.setdefault(f"student_{task}", h["provenance"]["steps"].get(f"student_{task}", 0))
             dit_preset = h.get("dit_preset", "")

@@ -53,21 +53,23 @@ def _stream(restorer, y: Tensor) -> Tensor:
 
 @torch.no_grad()
 def restore_clip(op: Operator, vae, student, y: Tensor, consistency: bool, init: str = "operator",
-                 residual: bool = False) -> Tensor:
+                 residual: bool = False, delta: bool = False, correction_ema: float = 0.0) -> Tensor:
     """The student's restoration of y, streamed through `vir restore`'s restorer."""
     from instantvir_cli.learned import InstantViRRestorer
 
     steps = CONSISTENCY_STEPS if consistency else 0
-    return _stream(InstantViRRestorer(op, vae, student, consistency_steps=steps, init=init, residual=residual), y)
+    return _stream(InstantViRRestorer(op, vae, student, consistency_steps=steps, init=init, residual=residual,
+                                       delta=delta, correction_ema=correction_ema), y)
 
 
 class StudentValidator:
     """Scores one task's student on every validation clip; the baselines are computed once."""
 
     def __init__(self, task: str, options: dict, clips: dict[str, Tensor], consistency: bool,
-                 init: str = "operator", residual: bool = False, quantize: bool = False):
+                 init: str = "operator", residual: bool = False, quantize: bool = False, delta: bool = False,
+                 correction_ema: float = 0.0):
         self.task, self.options, self.consistency = task, options, consistency
-        self.init, self.residual = init, residual
+        self.init, self.residual, self.delta, self.correction_ema = init, residual, delta, correction_ema
         self.cases = {name: val_operator(task, options, x, quantize) + (x,) for name, x in clips.items()}
         self._baselines: dict[str, float] | None = None
 
@@ -87,7 +89,8 @@ class StudentValidator:
     def __call__(self, vae, student) -> dict[str, float]:
         out: dict[str, list[float]] = {}
         for op, y, x in self.cases.values():
-            run = lambda dc: restore_clip(op, vae, student, y, dc, self.init, self.residual)  # noqa: E731
+            run = lambda dc: restore_clip(op, vae, student, y, dc, self.init, self.residual, self.delta,
+                                           self.correction_ema)  # noqa: E731
             scores = quality(x, run(self.consistency), "")
             if self.consistency:
                 scores.update(quality(x, run(False), "raw_"))

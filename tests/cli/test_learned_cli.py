@@ -72,14 +72,16 @@ def test_bench_random_presets_json():
         assert d["stages"][stage] >= 0
 
 
-def test_bench_random_presets_residual_with_a_classical_estimate():
+@pytest.mark.parametrize("delta", [[], ["--delta"]])
+def test_bench_random_presets_residual_with_a_classical_estimate(delta):
     result = vir("bench", "--resolution", "64x48", "--frames", "10", "--arch", "tiny", "--vae", "tiny",
-                 "--task", "inpaint", "--init", "fast", "--residual", "--json")
+                 "--task", "inpaint", "--init", "fast", "--residual", *delta, "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["model"] == "random:tiny+tiny init=fast residual"
+    assert json.loads(result.stdout)["model"] == "random:tiny+tiny init=fast residual" + (" delta" if delta else "")
 
 
-@pytest.mark.parametrize("args", [["--init", "fast"], ["--residual"], ["--arch", "tiny", "--init", "magic"]])
+@pytest.mark.parametrize("args", [["--init", "fast"], ["--residual"], ["--arch", "tiny", "--init", "magic"],
+                                  ["--arch", "tiny", "--delta"]])
 def test_bench_init_and_residual_need_random_weights_and_a_known_estimate(args):
     assert_one_line_error(vir("bench", "--resolution", "64x48", "--frames", "5", *args), 2)
 

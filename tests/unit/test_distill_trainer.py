@@ -199,6 +199,64 @@ def test_residual_student_without_prior_trains_no_critic(uninterrupted, clips, t
     assert stage.init == "classical" and stage.estimate.kind == "classical"
 
 
+def test_delta_student_decodes_the_change_and_exports_its_form(uninterrupted, clips, tmp_path):
+    """delta: x_hat = x0 + D(z_hat - z_in) - D(0), so a silent student returns x0 exactly; the
+    export carries delta, and no_consistency turns the data-consistency step off for that task."""
+    from instantvir_cli.learned import learned_restorer
+    from instantvir_cli.ops import build_operator
+
+    src, out = uninterrupted[0], tmp_path / "d"
+    out.mkdir()
+    for f in (X.VAE_FILE, X.TEACHER_FILE):
+        (out / f).write_bytes((src / f).read_bytes())
+    cfg = tiny(clips, out, run={"stages": ["student"]},
+               student={"steps": 2, "init": "fast", "residual": True, "delta": True, "dmd_weight": 0.0,
+                        "gt_weight": 1.0, "gt_space": "pixel", "zero_head": True, "train_vae": "all",
+                        "no_consistency": ["sr4x"]})
+    stage = StudentStage(build_context(cfg, DistEnv()), "sr4x")
+    x0 = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    p = {"x0": x0, "z_in": stage.codec.encode(x0)}
+    with torch.no_grad():
+        torch.testing.assert_close(stage.decode(stage.restore(p["z_in"]), p), x0, atol=1e-6, rtol=0)
+        moved = stage.decode(p["z_in"] + 0.5, p)
+    assert (moved - x0).abs().mean() > 1e-3
+    run_distill(cfg, resume=True)
+    entry = read_header(out / X.EXPORT_FILE)["tasks"]["sr4x"]
+    assert entry["delta"] is True and entry["residual"] is True and entry["consistency"] is False
+    r = learned_restorer(build_operator("sr4x", 32, 32), out / X.EXPORT_FILE)
+    assert r.delta and r.consistency.steps == 0
+    with pytest.raises(ConfigError, match="residual"):
+        tiny(clips, out, student={"delta": True})
+
+
+def test_correction_ema_student_trains_through_the_smoothing_and_exports_it(uninterrupted, clips, tmp_path):
+    """correction_ema: the trainer's x_hat is the residual decoding with its change smoothed
+    over the window's frames (as `vir restore` streams it), and the export carries the weight."""
+    from instantvir_cli.learned import smooth_change
+
+    src, out = uninterrupted[0], tmp_path / "e"
+    out.mkdir()
+    for f in (X.VAE_FILE, X.TEACHER_FILE):
+        (out / f).write_bytes((src / f).read_bytes())
+    over = {"steps": 2, "init": "fast", "residual": True, "dmd_weight": 0.0, "gt_weight": 1.0,
+            "gt_space": "pixel", "temporal_weight": 1.0, "temporal_boundary": 4.0}
+    cfg = tiny(clips, out, run={"stages": ["student"]}, student={**over, "correction_ema": 0.3})
+    stage = StudentStage(build_context(cfg, DistEnv()), "sr4x")
+    plain = StudentStage(build_context(tiny(clips, out, run={"stages": ["student"]}, student=over), DistEnv()), "sr4x")
+    x0 = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        p = {"x0": x0, "z_in": stage.codec.encode(x0)}
+        z_hat = p["z_in"] + 0.3 * torch.randn_like(p["z_in"])
+        want = smooth_change(plain.decode(z_hat, p), x0, 0.3)[0]
+        torch.testing.assert_close(stage.decode(z_hat, p), want)
+    run_distill(cfg, resume=True)
+    assert all(r["temporal"] >= 0 for r in records(out, stage="student_sr4x"))
+    assert read_header(out / X.EXPORT_FILE)["tasks"]["sr4x"]["correction_ema"] == 0.3
+    for bad in ({"correction_ema": 0.3}, {"residual": True, "correction_ema": 1.5}):
+        with pytest.raises(ConfigError, match="correction_ema"):
+            tiny(clips, out, student=bad)
+
+
 @pytest.mark.parametrize("part", ["decoder", "all"])
 def test_student_stage_fine_tunes_its_own_vae(uninterrupted, clips, tmp_path, part):
     """train_vae: the task's copy of the VAE trains with the student (decoder: the encoding side

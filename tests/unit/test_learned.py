@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instantvir_cli.errors import CheckpointError
+from instantvir_cli.errors import CheckpointError, UsageError
 from instantvir_cli.learned import InstantViRRestorer, learned_restorer, random_restorer
 from instantvir_cli.ops import build_operator
 from tests.model_fixtures import save_tiny_checkpoint, tiny_models
@@ -185,6 +185,127 @@ def test_residual_path_streams_like_the_whole_clip():
     z = vae.encode(x0)
     x_full = (x0 + vae.decode(student.restore(z)) - vae.decode(z)).clamp(-1, 1)
     torch.testing.assert_close(x_stream, x_full, atol=5e-5, rtol=0)
+
+
+@pytest.mark.parametrize("frames,chunk", [(21, 5), (35, 12)])
+@torch.inference_mode()
+def test_delta_path_streams_like_the_whole_clip(frames, chunk):
+    """x = x0 + D(z_hat - z_in) - D(0): streamed blocks (the cached D(0) of first and later
+    blocks, a padded tail) equal one decode of the whole clip."""
+    vae, student = _models()
+    op = build_operator("sr4x", H, W)
+    y = op.A(torch.rand(1, 3, frames, H, W) * 2 - 1)
+    r = InstantViRRestorer(op, vae, student, consistency_steps=0, init="fast", residual=True, delta=True)
+    x_stream = torch.cat(_stream(r, y, chunk), 2)
+    from instantvir_cli.estimate import InitialEstimate
+
+    x0 = InitialEstimate("fast")(op, y)
+    pad = (-(frames - 1)) % 4          # the VAE's chunks: 1 + 4k frames (the restorer repeats the last)
+    x0p = torch.cat([x0, x0[:, :, -1:].repeat(1, 1, pad, 1, 1)], 2)
+    z = vae.encode(x0p)
+    dz = student.restore(z) - z
+    x_full = (x0p + vae.decode(dz) - vae.decode(torch.zeros_like(dz)))[:, :, :frames].clamp(-1, 1)
+    torch.testing.assert_close(x_stream, x_full, atol=5e-5, rtol=0)
+    assert (x_stream - x0.clamp(-1, 1)).abs().max() > 1e-3   # the student's change is there
+
+
+@torch.inference_mode()
+def test_delta_path_returns_the_initial_estimate_when_the_student_changes_nothing():
+    vae, student = _models()
+    op = build_operator("inpaint", H, W)
+    y = op.A(torch.rand(1, 3, 17, H, W) * 2 - 1)
+    r = InstantViRRestorer(op, vae, _identity_student(student), consistency_steps=0, init="fast", residual=True,
+                           delta=True)
+    from instantvir_cli.estimate import InitialEstimate
+
+    torch.testing.assert_close(torch.cat(_stream(r, y, 7), 2), InitialEstimate("fast")(op, y).clamp(-1, 1),
+                               atol=1e-5, rtol=0)
+
+
+def test_delta_without_residual_is_refused():
+    vae, student = _models()
+    with pytest.raises(UsageError, match="residual"):
+        InstantViRRestorer(build_operator("sr4x", H, W), vae, student, residual=False, delta=True)
+
+
+def test_checkpoint_entry_selects_delta_decoding(tmp_path):
+    path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True, delta=True)
+    assert learned_restorer(build_operator("sr4x", H, W), path).delta
+    path = save_tiny_checkpoint(tmp_path / "o.safetensors", init="fast", residual=True)
+    assert not learned_restorer(build_operator("sr4x", H, W), path).delta
+
+
+@torch.inference_mode()
+def test_correction_ema_streams_like_the_whole_clip():
+    """The change x - x0 is smoothed causally, c'_t = (1 - b) c_t + b c'_(t-1), carried between
+    blocks: streamed in uneven chunks it equals the EMA over the whole clip's residual output."""
+    vae, student = _models()
+    op = build_operator("sr4x", H, W)
+    y = op.A(torch.rand(1, 3, 23, H, W) * 2 - 1)
+    plain = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=0, init="fast",
+                                                 residual=True), y, 23), 2)
+    r = InstantViRRestorer(op, vae, student, consistency_steps=0, init="fast", residual=True, correction_ema=0.4)
+    x_stream = torch.cat(_stream(r, y, 5), 2)
+    from instantvir_cli.estimate import InitialEstimate
+
+    x0 = InitialEstimate("fast")(op, y)
+    change = plain - x0          # the residual path's change (no clamping bites at these values)
+    want = [change[:, :, 0]]
+    for t in range(1, change.shape[2]):
+        want.append(0.6 * change[:, :, t] + 0.4 * want[-1])
+    torch.testing.assert_close(x_stream, (x0 + torch.stack(want, 2)).clamp(-1, 1), atol=5e-5, rtol=0)
+    assert (x_stream - plain).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kwargs", [{"correction_ema": 0.5}, {"residual": True, "correction_ema": 1.0}])
+def test_correction_ema_needs_the_residual_path_and_a_weight_below_one(kwargs):
+    vae, student = _models()
+    with pytest.raises(UsageError, match="correction_ema"):
+        InstantViRRestorer(build_operator("sr4x", H, W), vae, student, **kwargs)
+
+
+def test_checkpoint_entry_selects_the_correction_ema(tmp_path):
+    path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True, correction_ema=0.25)
+    assert learned_restorer(build_operator("deblur", H, W), path).correction_ema == 0.25
+    path = save_tiny_checkpoint(tmp_path / "o.safetensors", init="fast", residual=True)
+    assert learned_restorer(build_operator("deblur", H, W), path).correction_ema == 0.0
+
+
+@pytest.mark.parametrize("task", ["inpaint", "deblur"])
+@torch.inference_mode()
+def test_overlapped_initial_estimate_restores_the_same_one_push_later(task):
+    """On the CPU a classical estimate runs on a worker thread while the network restores the
+    frames of earlier pushes: the same frames come out, one push later, and flush drains all."""
+    vae, student = _models()
+    op = build_operator(task, H, W)
+    y = op.A(torch.rand(1, 3, 30, H, W) * 2 - 1)
+    kw = dict(consistency_steps=1, init="classical", residual=True)
+    serial = InstantViRRestorer(op, vae, student, overlap_init=False, **kw)
+    overlap = InstantViRRestorer(op, vae, student, **kw)
+    assert overlap.overlap and not serial.overlap
+    a, b = _stream(serial, y, 9), _stream(overlap, y, 9)
+    assert [o.shape[2] for o in a] == [9, 0, 12, 0, 9] and [o.shape[2] for o in b] == [0, 9, 0, 12, 9]
+    torch.testing.assert_close(torch.cat(b, 2), torch.cat(a, 2), atol=0, rtol=0)
+    assert overlap.timings["init"] > 0 and not overlap._x0
+
+
+@torch.inference_mode()
+def test_overlapped_estimate_errors_reach_the_caller():
+    vae, student = _models()
+    op = build_operator("sr4x", H, W)
+    r = InstantViRRestorer(op, vae, student, init="fast", residual=True)
+    with pytest.raises(UsageError, match=r"\(B, C, T, H, W\)"):
+        r.push(torch.rand(3, 9, H // 4, W // 4))       # not (B, C, T, h, w): refused at once
+
+    def broken(op, y):
+        raise RuntimeError("estimate failed")
+
+    r.estimate = broken
+    r.push(op.A(torch.rand(1, 3, 9, H, W)))           # runs on the worker: nothing to restore yet
+    with pytest.raises(RuntimeError, match="estimate failed"):
+        r.push(op.A(torch.rand(1, 3, 9, H, W)))       # the first block needs that estimate
+    r.reset()
+    assert r.flush().shape[2] == 0
 
 
 def test_checkpoint_entry_selects_the_initial_estimate_and_residual(tmp_path):
