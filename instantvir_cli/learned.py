@@ -12,10 +12,6 @@ With `correction_ema` b > 0 the decoded change c = x - x0 is smoothed causally a
 c'_t = (1 - b) c_t + b c'_(t-1), the previous frame's carried between blocks: a latent frame
 covers 4 pixel frames, and the change jumps where one latent frame hands over to the next.
 
-On the CPU a classical initial estimate runs on its own thread (one torch thread, its many small
-ops run best so), overlapped with the network's two: frames are restored one `push` behind,
-while the estimate of the newest frames is still being computed. The output is the same.
-
 Frames are held until a whole student block of latent frames can be formed: with a 4x
 temporal VAE and 3 latent frames a block, the first block is 1 + 4*2 = 9 frames and every
 later one 12. The tail of a video is padded (last frame repeated) to the VAE's chunk size,
@@ -27,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -112,22 +107,28 @@ class DataConsistency:
         return torch.cat(frames, 2)
 
 
-def smooth_change(x: torch.Tensor, x0: torch.Tensor, b: float, last: torch.Tensor | None = None,
+def smooth_change(change: torch.Tensor, b: float, last: torch.Tensor | None = None,
                   frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal EMA of the change c = x - x0 over time: c'_t = (1 - b) c_t + b c'_(t-1).
 
-    x, x0: (B, C, T, H, W); last: c' of the frame before (B, C, H, W) or None at a video's start.
-    Returns x0 + c' and c' of frame `frames` - 1 (the last real one; later frames are padding).
-    Differentiable: the trainer decodes through it.
+    change: (B, C, T, H, W); last: c' of the frame before (B, C, H, W) or None at a video's start.
+    Returns c' and c' of frame `frames` - 1 (the last real one; later frames are padding).
+    Without gradients it works in place (one pass over memory); with them the trainer decodes
+    through it.
     """
-    change = x - x0
+    T = change.shape[2]
+    frames = T if frames is None else frames
+    if not (torch.is_grad_enabled() and change.requires_grad):
+        for t in range(T):
+            if last is not None:
+                change[:, :, t].lerp_(last, b)
+            last = change[:, :, t]
+        return change, change[:, :, frames - 1].clone()
     out = []
-    for t in range(change.shape[2]):
-        c = change[:, :, t] if last is None else torch.lerp(change[:, :, t], last, b)
-        out.append(c)
-        last = c
-    frames = change.shape[2] if frames is None else frames
-    return x0 + torch.stack(out, 2), out[frames - 1].detach()
+    for t in range(T):
+        last = change[:, :, t] if last is None else torch.lerp(change[:, :, t], last, b)
+        out.append(last)
+    return torch.stack(out, 2), out[frames - 1].detach()
 
 
 class InstantViRRestorer:
@@ -144,16 +145,13 @@ class InstantViRRestorer:
         residual: decode x = x0 + D(z_hat) - D(z_in) instead of D(z_hat).
         delta: with residual, decode x = x0 + D(z_hat - z_in) - D(0) (one stream).
         correction_ema: with residual, the causal EMA weight b of the change x - x0 (0 = off).
-        overlap_init: compute the initial estimate on a worker thread, one push ahead of the
-            network (None: on the CPU when the estimate is a classical restorer).
     """
 
     name = "instantvir"
 
     def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, consistency_steps: int = 1,
                  context: torch.Tensor | None = None, precision: str = "auto", init: str = "operator",
-                 residual: bool = False, delta: bool = False, correction_ema: float = 0.0,
-                 overlap_init: bool | None = None):
+                 residual: bool = False, delta: bool = False, correction_ema: float = 0.0):
         if delta and not residual:
             raise UsageError("delta decoding is a form of the residual path: it needs residual=True")
         if correction_ema and not (residual and 0.0 < correction_ema < 1.0):
@@ -164,8 +162,6 @@ class InstantViRRestorer:
         self.residual, self.delta = residual, delta
         self._zero_out: dict[tuple, torch.Tensor] = {}   # D(0) per block form and size (delta)
         self.device = next(student.parameters()).device
-        self.overlap = (init != "operator" and self.device.type == "cpu") if overlap_init is None else overlap_init
-        self._pool: ThreadPoolExecutor | None = None
         self.half = autocast_dtype(precision, self.device)
         self.vae, self.student = vae, student
         self.context = context
@@ -180,12 +176,8 @@ class InstantViRRestorer:
 
     def reset(self) -> None:
         """Start a new video: empty buffers, fresh VAE states and KV cache."""
-        for part in getattr(self, "_x0", ()):
-            if isinstance(part, Future) and not part.cancel():
-                part.exception()            # wait for a running estimate; its result is dropped
         self._y: list[torch.Tensor] = []
-        self._x0: list[torch.Tensor | Future] = []  # the estimates of the held frames, maybe still running
-        self._newest = 0                            # frames of the last push, not restored before the next
+        self._x0: list[torch.Tensor] = []
         self._m: list[torch.Tensor] = []      # inpainting keep-masks of the held frames
         self._held = 0
         self._enc = VAEStreamState()
@@ -204,20 +196,9 @@ class InstantViRRestorer:
         return t1
 
     def _take(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The first n held frames: y, x0 and the keep-mask (None unless inpainting).
-
-        Only the estimates that cover those n frames are waited for.
-        """
-        y = torch.cat(self._y, 2)
-        self._y = [y[:, :, n:]]
-        parts, got = [], 0
-        while got < n:
-            part = self._x0.pop(0)
-            part = part.result() if isinstance(part, Future) else part
-            parts.append(part)
-            got += part.shape[2]
-        x0 = torch.cat(parts, 2) if len(parts) > 1 else parts[0]
-        self._x0.insert(0, x0[:, :, n:])
+        """The first n held frames: y, x0 and the keep-mask (None unless inpainting)."""
+        y, x0 = torch.cat(self._y, 2), torch.cat(self._x0, 2)
+        self._y, self._x0 = [y[:, :, n:]], [x0[:, :, n:]]
         m = None
         if self._m:
             m = torch.cat(self._m, 2)
@@ -247,16 +228,18 @@ class InstantViRRestorer:
             t0 = self._tick("student", t0)
             if self.delta:      # decode the change alone; D(0) of this block's form is cached
                 d = self.vae.decode_stream(z_hat - z_in.to(z_hat.dtype), self._dec)
-                x = x0 + (d.float() - self._zero_decode(z_hat))[..., :H, :W]
+                change = (d.float() - self._zero_decode(z_hat))[..., :H, :W]
             elif self.residual:   # one decode of the batch [z_hat, z_in]: two streams, one state
                 pair = self.vae.decode_stream(torch.cat([z_hat, z_in.to(z_hat.dtype)]), self._dec)
                 x_hat, x_in = pair[..., :H, :W].float().chunk(2)
-                x = x0 + (x_hat - x_in)                                  # (B, C, T, H, W)
+                change = x_hat - x_in                                    # (B, C, T, H, W)
             else:
                 x = self.vae.decode_stream(z_hat, self._dec)[..., :H, :W]   # (B, C, T, H, W)
+        if self.residual:
+            if self.correction_ema:
+                change, self._last_change = smooth_change(change, self.correction_ema, self._last_change, frames)
+            x = change.add_(x0)
         x = x.float()
-        if self.correction_ema:
-            x, self._last_change = smooth_change(x, x0, self.correction_ema, self._last_change, frames)
         t0 = self._tick("vae_decode", t0)
         x, y = x[:, :, :frames], y[:, :, :frames]
         x = self.consistency(self.op, x, y, None if m is None else m[:, :, :frames]).clamp(-1, 1)
@@ -284,20 +267,12 @@ class InstantViRRestorer:
         return out
 
     # ------------------------------------------------------------------ Restorer
-    def _estimate(self, op: Operator, y: torch.Tensor) -> torch.Tensor:
-        """x0 = init(y), timed (on the worker thread when overlapped)."""
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            x0 = self.estimate(op, y)
-        self.timings["init"] += time.perf_counter() - t0
-        return x0
-
     def _restore_blocks(self) -> list[torch.Tensor]:
-        """Restore every whole block among the held frames, except those of the newest push."""
+        """Restore every whole block among the held frames."""
         out = []
         while True:
             need = self.next_frames if self._started else self.first_frames
-            if self._held - self._newest < need:
+            if self._held < need:
                 return out
             yb, xb, mb = self._take(need)
             out.append(self._run_block(yb, xb, mb, need))
@@ -307,29 +282,23 @@ class InstantViRRestorer:
         """y: (B, C, T, h, w) measurement frames -> restored (B, C, T_out, H, W), T_out >= 0."""
         check_video(y, "y")
         self._out_shape = tuple(self.op.signal_size(*y.shape[-2:]))
-        if self.overlap:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="vir-init")
-            self._x0.append(self._pool.submit(self._estimate, self.op, y))
-        else:
-            self._x0.append(self._estimate(self.op, y))
+        t0 = time.perf_counter()
+        self._x0.append(self.estimate(self.op, y))
+        self._tick("init", t0)
         self._y.append(y)
         if self.op.task == "inpaint":
             m = self.op.mask_like(y) > 0.5                              # (1, 1, T|1, H, W)
             self._m.append(m.expand(1, 1, y.shape[2], *m.shape[-2:]))
         self._held += y.shape[2]
-        self._newest = y.shape[2] if self.overlap else 0
         out = self._restore_blocks()
         return torch.cat(out, 2) if out else self._empty(y)
 
     def flush(self) -> torch.Tensor:
         """Restore the frames still held (padded to the VAE's chunk size, cropped back)."""
-        self._newest = 0
-        out = self._restore_blocks()
-        if self._held == 0:
-            out.append(self._empty(None))
+        if self._held == 0:         # push restored every whole block: only a tail can be held
+            out = self._empty(None)
             self.reset()
-            return torch.cat(out, 2)
+            return out
         r = self._held
         yb, xb, mb = self._take(r)
         if self._started:
@@ -341,9 +310,9 @@ class InstantViRRestorer:
             rep[2] = total - r
             yb = torch.cat([yb, yb[:, :, -1:].repeat(*rep)], 2)
             xb = torch.cat([xb, xb[:, :, -1:].repeat(*rep)], 2)
-        out.append(self._run_block(yb, xb, mb, r))
+        out = self._run_block(yb, xb, mb, r)
         self.reset()
-        return torch.cat(out, 2)
+        return out
 
     def _empty(self, like: torch.Tensor | None) -> torch.Tensor:
         H, W = self._out_shape or (0, 0)

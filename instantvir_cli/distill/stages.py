@@ -388,13 +388,13 @@ class StudentStage(Stage):
             return self.codec.decode(z_hat)
         if self.c.delta:
             zero = self.codec.decode(torch.zeros_like(p["z_in"][:1]))
-            x_hat = p["x0"] + (self.codec.decode(z_hat - p["z_in"]) - zero)
+            change = self.codec.decode(z_hat - p["z_in"]) - zero
         else:
             x, x_in = self.codec.decode(torch.cat([z_hat, p["z_in"]])).chunk(2)
-            x_hat = p["x0"] + (x - x_in)
+            change = x - x_in
         if self.c.correction_ema:      # as `vir restore` smooths the change: the window is a video's start
-            x_hat = smooth_change(x_hat, p["x0"], self.c.correction_ema)[0]
-        return x_hat
+            change = smooth_change(change, self.c.correction_ema)[0]
+        return p["x0"] + change
 
     def student_loss(self, p: dict, w_dmd: float) -> dict[str, Tensor]:
         c = self.c

@@ -437,7 +437,7 @@ def test_compact_export_restores_like_the_original(tmp_path):
     op = build_operator("sr4x", 32, 48)
     y = op.A(torch.rand(1, 3, 9, 32, 48) * 2 - 1)
     ra, rb = learned_restorer(op, src), learned_restorer(op, dst)
-    a = torch.cat([ra.push(y), ra.flush()], 2)        # a classical estimate: restored one push late
+    a = torch.cat([ra.push(y), ra.flush()], 2)
     b = torch.cat([rb.push(y), rb.flush()], 2)
     assert a.shape == b.shape == (1, 3, 9, 32, 48)
     assert float((a - b).abs().max()) < 0.05
