@@ -4,7 +4,8 @@ For each clip and task, with z* = E(x_clean) standing in for a perfect student:
 
     classical        x_init = the classical restorer's output (what vir ships today)
     plain oracle     x = D(z*)                          (today's InstantViR path: capped by the VAE)
-    residual oracle  x = x_init + D(z*) - D(E(x_init))  (decode only the change from x_init)
+    residual oracle  x = x_init + D(z*) - D(E(x_init))  (decode only the change from x_init;
+                     inpainting keeps the observed pixels, as vir restore's data consistency does)
 
     python scripts/vae_ceiling.py --vae runs/small/vae.safetensors --clips footage/bigbuckbunny.mp4
     python scripts/vae_ceiling.py --vae runs/small/vae/state.pt --preset small ...   (mid-training state)
@@ -65,6 +66,8 @@ def main() -> None:
             y = torch.round((op.A(x).clamp(-1, 1) + 1) * 127.5) / 127.5 - 1   # 8-bit, as a file holds it
             x_init = classical_restorer(op).push(y)
             residual = (x_init + rec - vae.decode(vae.encode(x_init))).clamp(-1, 1)
+            if task == "inpaint":
+                residual = torch.where(op.mask_like(y) > 0.5, y, residual)
             print(f"| {clip.name} | {task} | {psnr(x, x_init):.2f} | {psnr(x, rec):.2f} | {psnr(x, residual):.2f} |")
 
 
