@@ -433,10 +433,19 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
     for name, factory in stages_for(ctx):
         run_stage(ctx, name, factory, max_steps, resume, rates, results)
     export = out / X.EXPORT_FILE
-    if "student" in cfg.run.stages and env.main and not export.is_file():
+    if "student" in cfg.run.stages and env.main and _export_is_stale(out, cfg.student.tasks):
         ctx.export_students()
     env.barrier()
     return RunResult(out, export if export.is_file() else None, rates, results)
+
+
+def _export_is_stale(out: Path, tasks) -> bool:
+    """No export yet, or a student file newer than it (e.g. a student trained elsewhere, copied in)."""
+    export = out / X.EXPORT_FILE
+    if not export.is_file():
+        return True
+    made = export.stat().st_mtime
+    return any(p.is_file() and p.stat().st_mtime > made for p in (out / f"student_{t}" / STUDENT_FILE for t in tasks))
 
 
 __all__ = ["Event", "RunContext", "RunResult", "build_context", "check_config", "effective_config", "run_distill"]

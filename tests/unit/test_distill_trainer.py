@@ -104,6 +104,25 @@ def test_export_is_what_vir_restore_loads(uninterrupted, clips):
     assert x.shape == (1, 3, 7, 48, 64)
 
 
+def test_resume_rewrites_an_export_older_than_a_student(uninterrupted, clips, tmp_path):
+    """A student copied in after the export (trained in another folder) is exported on resume;
+    a finished run whose export is up to date is left as it is."""
+    import os
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], out)
+    export, student = out / X.EXPORT_FILE, out / "student_sr4x" / "student.safetensors"
+    os.utime(export, (1e9, 1e9))
+    os.utime(student, (1e9 - 10, 1e9 - 10))
+    run_distill(tiny(clips, out), resume=True)
+    assert export.stat().st_mtime == 1e9                  # up to date: untouched
+    os.utime(student, (1e9 + 10, 1e9 + 10))
+    run_distill(tiny(clips, out), resume=True)
+    assert export.stat().st_mtime > 1e9 + 10              # older than the student: written anew
+    assert read_header(export)["tasks"]["sr4x"]["module"] == "student_sr4x"
+
+
 def test_resume_continues_exactly(uninterrupted, clips, tmp_path):
     ref, _ = uninterrupted
     out = tmp_path / "b"
