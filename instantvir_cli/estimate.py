@@ -55,7 +55,7 @@ class InitialEstimate:
         if self._restorer is None or self._restorer.op.task != op.task:
             self._restorer = self._build(op, fast_params(op.task) if self.kind == "fast" else None)
         self._restorer.op = op
-        # the classical restorers' many small ops run best on one thread (classical.FrameRestorer)
+        # the thread count the classical restorers ask for (classical.FrameRestorer)
         with torch.no_grad(), self._threads(self._restorer.threads):
             return self._restorer.push(y)
 
