@@ -43,6 +43,8 @@ from instantvir_cli.ops import Operator
 from instantvir_cli.ops.base import check_video
 
 STAGES = ("init", "vae_encode", "student", "vae_decode", "consistency")
+# how a checkpoint's task entry says to run its student, with the value an older file implies
+ENTRY_DEFAULTS = {"consistency": True, "init": "operator", "residual": False, "delta": False, "correction_ema": 0.0}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -158,7 +160,7 @@ class InstantViRRestorer:
         if delta and not residual:
             raise UsageError("delta decoding is a form of the residual path: it needs residual=True")
         if correction_ema and not (residual and 0.0 < correction_ema < 1.0):
-            raise UsageError(f"correction_ema needs the residual path and 0 < b < 1, got {correction_ema}")
+            raise UsageError(f"correction_ema needs the residual path and 0 <= b < 1, got {correction_ema}")
         self.correction_ema = float(correction_ema)
         self.op = op
         self.estimate = InitialEstimate(init)
@@ -351,14 +353,14 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     vae_module = entry.get("vae_module", "vae")        # a task may have fine-tuned its own VAE
     load_module_state(vae, ckpt.state_dict(vae_module), vae_module)
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
-    steps = consistency_steps if consistency_steps is not None else (1 if entry.get("consistency", True) else 0)
-    init, residual = entry.get("init", "operator"), bool(entry.get("residual", False))
-    delta = residual and bool(entry.get("delta", False))
-    ema = float(entry.get("correction_ema", 0.0)) if residual else 0.0
+    e = {k: type(d)(entry.get(k, d)) for k, d in ENTRY_DEFAULTS.items()}
+    steps = consistency_steps if consistency_steps is not None else int(e["consistency"])
+    init, residual = e["init"], e["residual"]
     if init not in INITS:
         raise CheckpointError(f"{path}: unknown initial estimate {init!r} for task {op.task!r}")
     return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps, precision=precision,
-                              init=init, residual=residual, delta=delta, correction_ema=ema)
+                              init=init, residual=residual, delta=residual and e["delta"],
+                              correction_ema=e["correction_ema"] if residual else 0.0)
 
 
 def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed: int = 0,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from instantvir_cli.errors import CheckpointError
+from instantvir_cli.learned import ENTRY_DEFAULTS
 from instantvir_cli.models.dit import DiT, DiTConfig
 from instantvir_cli.models.registry import (
     WRITTEN_KEYS,
@@ -134,10 +135,7 @@ def save_export(path: Path, vae: LeanVAE, vae_preset: str, dit_cfg: DiTConfig, d
     tasks, modules = {}, {"vae": vae.state_dict()}
     for task, s in students.items():
         tasks[task] = {"module": f"student_{task}", "student": config_to_dict(s["student"]),
-                       "operator": s["operator"], "consistency": bool(s["consistency"]),
-                       "init": s.get("init", "operator"), "residual": bool(s.get("residual", False)),
-                       "delta": bool(s.get("delta", False)),
-                       "correction_ema": float(s.get("correction_ema", 0.0))}
+                       "operator": s["operator"], **{k: type(d)(s.get(k, d)) for k, d in ENTRY_DEFAULTS.items()}}
         modules[f"student_{task}"] = s["state"]
         if s.get("vae") is not None:
             tasks[task]["vae_module"] = f"vae_{task}"

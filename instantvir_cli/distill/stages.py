@@ -478,7 +478,7 @@ class StudentStage(Stage):
             H = W = self.ctx.cfg.data.crop
             self.operator_record = BatchOperator.build(self.task, self.options, H, W, torch.zeros(1)).op.to_dict()
         header = {"student": dataclasses.asdict(self.student_config), "operator": self.operator_record,
-                  "consistency": self.consistency, "init": self.init, "residual": self.c.residual,
+                  "consistency": self.consistency, "init": self.init, "residual": self.c.residual,   # ENTRY_DEFAULTS' keys
                   "delta": self.c.delta, "correction_ema": self.c.correction_ema, "dit": dataclasses.asdict(self.teacher.config),
                   "dit_preset": self.dit_preset, "provenance": self.ctx.provenance(self.name, steps)}
         modules = {"student": sd}

@@ -54,6 +54,7 @@ from instantvir_cli.distill.dist import (
 )
 from instantvir_cli.distill.stages import STUDENT_FILE, lr_factor, stages_for
 from instantvir_cli.errors import ConfigError, OutputRefused
+from instantvir_cli.learned import ENTRY_DEFAULTS
 from instantvir_cli.models.dit import DiTConfig
 from instantvir_cli.models.registry import config_from_dict, load_checkpoint, read_header
 from instantvir_cli.models.student import StudentConfig
@@ -182,10 +183,8 @@ class RunContext:
             h = ck.header
             dit_cfg = config_from_dict(DiTConfig, h["dit"])
             students[task] = {"state": ck.state_dict("student"), "student": config_from_dict(StudentConfig, h["student"]),
-                              "operator": h["operator"], "consistency": h["consistency"],
-                              "init": h.get("init", "operator"), "residual": h.get("residual", False),
-                              "delta": h.get("delta", False), "correction_ema": h.get("correction_ema", 0.0),
-                              "vae": ck.modules.get("vae")}
+                              "operator": h["operator"], "vae": ck.modules.get("vae"),
+                              **{k: h.get(k, d) for k, d in ENTRY_DEFAULTS.items()}}
             self.steps_done.setdefault(f"student_{task}", h["provenance"]["steps"].get(f"student_{task}", 0))
             dit_preset = h.get("dit_preset", "")
         if not students:
