@@ -199,10 +199,10 @@ def compare_dps(degraded: Path, task: str, opts: RestoreOptions, steps: int, stu
     y = y[:, :, :T].to(opts.device)
     op, _ = resolve_operator(degraded, probe(degraded), RestoreOptions(task=task))
     if opts.arch or opts.vae:
-        r = random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device)
+        r = random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device, precision="fp32")
         weights = "random"
-    else:
-        r = learned_restorer(op, opts.checkpoint, device=opts.device)
+    else:   # fp32: DPS differentiates through the network, which int8 linears cannot
+        r = learned_restorer(op, opts.checkpoint, device=opts.device, precision="fp32")
         weights = "student weights, bidirectional"
     teacher = r.student                                       # same architecture; mask-free forward below
     from instantvir_cli.models.dit import DiT

@@ -37,6 +37,7 @@ from instantvir_cli.models.registry import (
     load_checkpoint,
     load_module_state,
 )
+from instantvir_cli.models.int8 import int8_available, quantize_linears
 from instantvir_cli.models.student import CausalStudent, StudentConfig
 from instantvir_cli.models.vae import LeanVAE, VAEConfig, VAEStreamState, vae_config
 from instantvir_cli.ops import Operator
@@ -45,14 +46,15 @@ from instantvir_cli.ops.base import check_video
 STAGES = ("init", "vae_encode", "student", "vae_decode", "consistency")
 # how a checkpoint's task entry says to run its student, with the value an older file implies
 ENTRY_DEFAULTS = {"consistency": True, "init": "operator", "residual": False, "delta": False, "correction_ema": 0.0}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The reduced precision for the student and the decoder, or None for fp32.
+    """The reduced float precision for the student and the decoder, or None for fp32.
 
-    auto: bf16 on CUDA, fp32 on CPU. The encoder always runs in fp32: bf16 encoding of the
-    degraded input hurts causal rollouts (research/components.md §5).
+    auto: bf16 on CUDA, fp32 on CPU (with the student's linears in int8, `student_int8`). The
+    encoder always runs in fp32: bf16 encoding of the degraded input hurts causal rollouts
+    (research/components.md §5).
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r} (choose one of: {', '.join(PRECISIONS)})")
@@ -60,7 +62,21 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if precision in ("bf16", "fp16"):
             raise UsageError(f"{precision} on the CPU is hundreds of times slower than fp32 here: use fp32 (or auto)")
         return None
+    if precision == "int8":
+        raise UsageError("int8 runs on the CPU only: on CUDA use bf16 (or auto)")
     return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def student_int8(precision: str, device: str | torch.device) -> bool:
+    """Whether the student's block linears run in dynamic int8 (`models.int8`): with int8, and
+    with auto on a CPU whose torch has a quantized engine. The rest stays fp32."""
+    device = torch.device(device)
+    autocast_dtype(precision, device)                   # validates the name and the device
+    if precision == "int8":
+        if not int8_available():
+            raise UsageError("this torch build has no quantized CPU engine for int8: use fp32")
+        return True
+    return precision == "auto" and device.type == "cpu" and int8_available()
 
 
 def operator_norm_sq(op: Operator, shape: tuple[int, ...], device: torch.device, iters: int = 20) -> float:
@@ -331,6 +347,13 @@ def _prepare(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Mo
     return module.to(device).eval().requires_grad_(False)
 
 
+def _prepare_student(student: CausalStudent, device: str | torch.device, precision: str) -> CausalStudent:
+    student = _prepare(student, device)
+    if student_int8(precision, device):
+        quantize_linears(student)
+    return student
+
+
 def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device: str = "cpu",
                      consistency_steps: int | None = None, precision: str = "auto") -> InstantViRRestorer:
     """The InstantViR restorer for `op.task` from a checkpoint (see `find_checkpoint` for the lookup).
@@ -358,7 +381,8 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     init, residual = e["init"], e["residual"]
     if init not in INITS:
         raise CheckpointError(f"{path}: unknown initial estimate {init!r} for task {op.task!r}")
-    return InstantViRRestorer(op, _prepare(vae, device), _prepare(student, device), steps, precision=precision,
+    return InstantViRRestorer(op, _prepare(vae, device), _prepare_student(student, device, precision), steps,
+                              precision=precision,
                               init=init, residual=residual, delta=residual and e["delta"],
                               correction_ema=e["correction_ema"] if residual else 0.0)
 
@@ -375,5 +399,6 @@ def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed
     s = CausalStudent(dcfg, StudentConfig(block_frames=block_frames, cache_blocks=cache_blocks))
     # a text-conditioned preset (wan2.1-1.3b) gets a stand-in context of umT5's 512 tokens
     context = torch.zeros(1, 512, dcfg.text_dim, device=device) if dcfg.text_dim else None
-    return InstantViRRestorer(op, _prepare(v, device), _prepare(s, device), consistency_steps, context=context,
+    return InstantViRRestorer(op, _prepare(v, device), _prepare_student(s, device, precision), consistency_steps,
+                              context=context,
                               precision=precision, init=init, residual=residual, delta=delta)

@@ -49,7 +49,7 @@ class RestoreOptions:
     residual: bool = False           # ... decoding x0 + D(z_hat) - D(z_in) (a checkpoint names its own)
     delta: bool = False              # ... in its one-stream form x0 + D(z_hat - z_in) - D(0)
     consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's choice)
-    precision: str = "auto"          # instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"          # instantvir: auto (bf16 on CUDA; CPU: fp32, student linears int8) | fp32 | int8 | bf16 | fp16
 
 
 @dataclass

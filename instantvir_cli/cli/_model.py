@@ -13,5 +13,5 @@ Checkpoint = Annotated[
 ]
 BlockFrames = Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")]
 Precision = Annotated[
-    str, typer.Option("--precision", help="instantvir: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")
+    str, typer.Option("--precision", help="instantvir: auto (bf16 on CUDA; on CPU fp32 with the student's linears in int8) | fp32 | int8 | bf16 | fp16.")
 ]

@@ -81,6 +81,9 @@ def unpatchify_into(out: torch.Tensor, x: torch.Tensor, pt: int, p: int):
         x.view(B, t, h, w, C, pt, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7))  # (B, C, t, pt, h, p, w, p)
 
 
+HEAD_TOKENS = 256   # tokens per chunk of the decoder's pixel head at inference
+
+
 class WaveletPatch(nn.Module):
     """The published front end (Haar DWT, then one linear patch embedding for the low band and
     one for the high bands) or back end (the transposed linears, then the inverse Haar) of one
@@ -132,6 +135,12 @@ class WaveletPatch(nn.Module):
         return F.linear(x, w[:Dl], b[:Dl]), F.linear(x, w[Dl:], b[Dl:])
 
     def unembed_into(self, out: torch.Tensor, h: torch.Tensor, scale: float):
-        """h: (B, t, h, w, Dl + Dh) -> pixels written into out: (B, C, t*tp, H, W)."""
+        """h: (B, t, h, w, Dl + Dh) -> pixels written into out: (B, C, t*tp, H, W).
+
+        At inference, a few token rows at a time: each chunk's pixels are still in cache
+        when they are scattered into `out`."""
         w, b = self.head_weights(scale)
-        unpatchify_into(out, F.linear(h, w, b), self.tp, self.sp)
+        rows = h.shape[2] if torch.is_grad_enabled() else max(1, HEAD_TOKENS // (h.shape[0] * h.shape[1] * h.shape[3]))
+        for i in range(0, h.shape[2], rows):
+            unpatchify_into(out[..., i * self.sp:(i + rows) * self.sp, :], F.linear(h[:, :, i:i + rows], w, b),
+                            self.tp, self.sp)
