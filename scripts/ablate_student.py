@@ -35,6 +35,12 @@ VARIANTS = {
     "measurement + GT, plain decoding from the operator's init": ({"init": "operator", "inits": {}, "residual": False,
                                                                   "zero_head": False}, {}),
     "measurement + GT, delta decoding x0 + D(z_hat - z_in) - D(0) (one stream)": ({"delta": True}, {}),
+    # training data and optimizer, beside the objective (a third entry overrides [data])
+    "measurement + GT, crops of 160 instead of 96": ({}, {}, {"crop": 160}),
+    "measurement + GT, learning rate 2e-3 instead of 1e-3": ({"lr": 2e-3}, {}),
+    "measurement + GT, 14 photographs instead of 8, half the windows": ({}, {}, {"image_share": 0.5, "images": [
+        "astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle", "immunohistochemistry", "camera", "grass",
+        "hubble_deep_field", "retina", "gravel", "brick", "moon", "coins"]}),
 }
 
 
@@ -53,7 +59,7 @@ def main() -> None:
     summary = args.out / "ablation.json"
     if summary.is_file():
         results = json.loads(summary.read_text())
-    for i, (name, (student, teacher)) in enumerate(VARIANTS.items()):
+    for i, (name, (student, teacher, *data)) in enumerate(VARIANTS.items()):
         if args.only and name not in args.only:
             continue
         run = args.out / f"v{i}"
@@ -66,6 +72,7 @@ def main() -> None:
         d["run"].update({"stages": ["student"], "name": f"ablation-{i}", "val_every": 0, "checkpoint_every": 0})
         d["student"].update({**student, "tasks": [args.task], "steps": args.student_steps * every})
         d["teacher"].update({k: v.replace("<base>", str(args.base)) for k, v in teacher.items()})
+        d["data"].update(data[0] if data else {})
         cfg = from_dict(DistillConfig, d)
         (run / "ablation.toml").write_text(to_toml(cfg))
         res = run_distill(cfg, out=run, resume=True)
