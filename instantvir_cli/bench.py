@@ -33,6 +33,7 @@ class SpeedReport:
         VAE decode, consistency; `stages` has each).
     passthrough_fps: a plain decode + encode of the clean clip with the same encoder settings.
     model: what was timed: "classical", "checkpoint:<path>" or "random:<dit>+<vae>".
+    precision: how the model ran: "fp32", "fp32, student linears int8" (the CPU's auto), ...
     """
 
     task: str
@@ -50,6 +51,7 @@ class SpeedReport:
     passthrough_fps: float
     threads: int = field(default_factory=torch.get_num_threads)
     compare: dict[str, float | str] = field(default_factory=dict)
+    precision: str = "fp32"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +133,12 @@ def bench_speed(
         if "wan-vae" in compare_with:
             compare.update(compare_wan_vae(width, height, frames, opts.vae or _vae_of(opts)))
     restore_s = report.stages.get("restore", 0.0)
+    if opts.model == "classical":
+        precision = "fp32"
+    else:
+        from instantvir_cli.learned import precision_label
+
+        precision = precision_label(opts.precision, opts.device)
     return SpeedReport(
         task=task,
         model=model,
@@ -146,6 +154,7 @@ def bench_speed(
         stages=report.stages,
         passthrough_fps=base,
         compare=compare,
+        precision=precision,
     )
 
 

@@ -343,6 +343,14 @@ class InstantViRRestorer:
 
 # ---------------------------------------------------------------------- building restorers
 
+def precision_label(precision: str, device: str | torch.device) -> str:
+    """What `precision` runs as on `device`, in words: "fp32", "fp32, student linears int8", "bf16"..."""
+    dtype = autocast_dtype(precision, torch.device(device))
+    if dtype is not None:
+        return f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')} autocast"
+    return "fp32, student linears int8" if student_int8(precision, device) else "fp32"
+
+
 def _prepare(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
     return module.to(device).eval().requires_grad_(False)
 

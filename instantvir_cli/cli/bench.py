@@ -127,7 +127,7 @@ def bench(
     for name, cell in rows:
         table.add_row(name, *(cell(r) for r in reports))
     out_console.print(table)
-    out_console.print(f"model: {reports[0].model}")
+    out_console.print(f"model: {reports[0].model} ({reports[0].precision})")
     for r in reports:
         if r.compare:
             out_console.print(f"{r.task}: " + ", ".join(

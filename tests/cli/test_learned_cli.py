@@ -66,6 +66,9 @@ def test_bench_random_presets_json():
     assert result.exit_code == 0, result.stderr
     d = json.loads(result.stdout)
     assert d["model"] == "random:tiny+tiny" and d["frames"] == 10
+    from instantvir_cli.models.int8 import int8_available
+
+    assert d["precision"] == ("fp32, student linears int8" if int8_available() else "fp32")   # the CPU's auto
     for key in ("e2e_fps", "model_fps", "first_frame_s", "peak_rss_mb", "stages"):
         assert key in d
     for stage in ("decode", "init", "vae_encode", "student", "vae_decode", "consistency", "encode"):

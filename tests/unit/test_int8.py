@@ -95,3 +95,11 @@ def test_chunking_is_off_under_autograd(monkeypatch):
     z = torch.randn(1, vae.cfg.latent_channels, 2, 4, 4, requires_grad=True)
     vae.decode(z).square().mean().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_precision_label_says_what_runs():
+    from instantvir_cli.learned import precision_label
+
+    assert precision_label("fp32", "cpu") == "fp32"
+    assert precision_label("auto", "cpu") == ("fp32, student linears int8" if int8_available() else "fp32")
+    assert precision_label("auto", "cuda") == "bf16 autocast" and precision_label("fp16", "cuda") == "fp16 autocast"
