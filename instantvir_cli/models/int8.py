@@ -7,7 +7,7 @@ CPU has it). The student's transformer blocks are nearly all such layers.
 
 Measured on this project's 2-core CPU (AVX-512 VNNI), 832x480, the shipped default:
     student 17.1 -> 12.4 ms a frame; its output moves by 1e-3 of the change it makes, the
-    restored frames by 91.6-112 dB PSNR against fp32 (carphone and bigbuckbunny, all tasks).
+    restored frames by 87.5-108.6 dB PSNR against fp32 (carphone and bigbuckbunny, all tasks).
 The VAE stays fp32: its decoder in int8 cost 0.09 dB (sr4x, bigbuckbunny), as its activations
 after the gated GELU are badly served by one 8-bit range per call.
 
