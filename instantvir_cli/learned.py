@@ -347,7 +347,7 @@ def precision_label(precision: str, device: str | torch.device) -> str:
     """What `precision` runs as on `device`, in words: "fp32", "fp32, student linears int8", "bf16"..."""
     dtype = autocast_dtype(precision, torch.device(device))
     if dtype is not None:
-        return f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')} autocast"
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype] + " autocast"
     return "fp32, student linears int8" if student_int8(precision, device) else "fp32"
 
 
@@ -365,6 +365,9 @@ def _prepare_student(student: CausalStudent, device: str | torch.device, precisi
 def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device: str = "cpu",
                      consistency_steps: int | None = None, precision: str = "auto") -> InstantViRRestorer:
     """The InstantViR restorer for `op.task` from a checkpoint (see `find_checkpoint` for the lookup).
+
+    `precision` (PRECISIONS): auto runs bf16 autocast on CUDA, and on the CPU fp32 with the
+    student's block linears in dynamic int8 (`student_int8`); fp32 keeps everything in fp32.
 
     Raises CheckpointError when no checkpoint is found, it is invalid, or it has no student for
     the task.
@@ -390,8 +393,7 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     if init not in INITS:
         raise CheckpointError(f"{path}: unknown initial estimate {init!r} for task {op.task!r}")
     return InstantViRRestorer(op, _prepare(vae, device), _prepare_student(student, device, precision), steps,
-                              precision=precision,
-                              init=init, residual=residual, delta=residual and e["delta"],
+                              precision=precision, init=init, residual=residual, delta=residual and e["delta"],
                               correction_ema=e["correction_ema"] if residual else 0.0)
 
 

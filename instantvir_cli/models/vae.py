@@ -173,9 +173,10 @@ class CausalConv3d(nn.Module):
         return self.conv(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)    # (B, T, h, w, D)
 
 
-# token rows per feed-forward chunk at inference: a chunk's (rows, 2 Dh) hidden layer (8 MB at D = 96) stays in
-# the CPU's cache instead of a whole frame's going out to memory (832x480, two streams: with the
-# head chunked too, the decode takes 18.9 instead of 22.2 ms a frame; 4096 rows measured best)
+# token rows per feed-forward chunk at inference: a chunk's (rows, 2 Dh) hidden layer (8 MB at
+# D = 96) stays in the CPU's cache instead of a whole frame's going out to memory (832x480, two
+# streams: with the head chunked too, the decode takes 18.9 instead of 22.2 ms a frame; 4096 rows
+# measured best)
 FFN_ROWS = 4096
 
 
