@@ -161,7 +161,9 @@ class InstantViRRestorer:
         student: the causal one-step student.
         consistency_steps: data-consistency steps after decoding (0 = off).
         context: optional text embeddings (B, Lc, text_dim) for a text-conditioned student.
-        precision: auto | fp32 | bf16 | fp16 for the student and the decoder (see `autocast_dtype`).
+        precision: auto | fp32 | int8 | bf16 | fp16, the float autocast of the student and the
+            decoder (`autocast_dtype`); int8 (and auto on the CPU) is applied to the student's
+            linears by the builders (`learned_restorer`, `random_restorer`), here it runs as fp32.
         init: the initial estimate, `estimate.INITS` (operator | classical | fast).
         residual: decode x = x0 + D(z_hat) - D(z_in) instead of D(z_hat).
         delta: with residual, decode x = x0 + D(z_hat - z_in) - D(0) (one stream).
@@ -410,5 +412,4 @@ def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed
     # a text-conditioned preset (wan2.1-1.3b) gets a stand-in context of umT5's 512 tokens
     context = torch.zeros(1, 512, dcfg.text_dim, device=device) if dcfg.text_dim else None
     return InstantViRRestorer(op, _prepare(v, device), _prepare_student(s, device, precision), consistency_steps,
-                              context=context,
-                              precision=precision, init=init, residual=residual, delta=delta)
+                              context=context, precision=precision, init=init, residual=residual, delta=delta)
