@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from instantvir_cli import __version__
+from instantvir_cli.malloc import tune_malloc
 from instantvir_cli.cli._common import STATE, err_console, handle_errors, resolve_device
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ def main(
     ] = None,
 ) -> None:
     """vir: real-time video restoration with a distilled one-step diffusion prior (InstantViR)."""
+    tune_malloc()   # frame-sized buffers reused from the heap, not faulted in anew (instantvir_cli/malloc.py)
     with handle_errors():
         try:
             STATE.device = resolve_device(device)

@@ -94,6 +94,8 @@ def main_page(app: typer.Typer) -> str:
         ".SH ENVIRONMENT",
         ".TP", "\\fBVIR_DEVICE\\fR", "Default for \\-\\-device.",
         ".TP", "\\fBVIR_CHECKPOINT\\fR", "Learned model weights used when \\-\\-checkpoint is not given.",
+        ".TP", "\\fBVIR_DEFAULT_MALLOC\\fR", "Set to 1 to keep glibc's malloc defaults (vir otherwise raises its mmap "
+        "and trim thresholds so that frame-sized buffers are reused, not faulted in anew).",
         ".SH EXIT STATUS",
     ] + [f".TP\n{c}\n{_esc(t)}" for c, t in EXIT_CODES]
     lines += [".SH SEE ALSO", ", ".join(f"\\fBvir\\-{n}\\fR(1)" for n in sorted(group.commands))]
