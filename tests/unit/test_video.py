@@ -446,8 +446,10 @@ def test_corrupt_input_leaves_no_output(bad_inputs, tmp_path):
 
 
 SLOW_WRITER = textwrap.dedent("""
-    import sys, time, torch
+    import signal, sys, time, torch
     from instantvir_cli.video import EncodeOptions, VideoWriter
+    # Ctrl-C as a terminal delivers it: a shell's background job (cmd &) starts with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with VideoWriter(sys.argv[1], 64, 48, options=EncodeOptions(preset="ultrafast")) as w:
         for i in range(10000):
             w.write(torch.rand(1, 3, 2, 48, 64) * 2 - 1)
