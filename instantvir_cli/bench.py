@@ -8,6 +8,7 @@ Quality: PSNR / SSIM / flicker of a test video against a reference, streamed blo
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,11 +18,23 @@ from typing import Callable
 import torch
 
 from instantvir_cli.degrade import DegradeOptions, degrade_video
+from instantvir_cli.dps import dps_restore
 from instantvir_cli.errors import UsageError
-from instantvir_cli.metrics import QualityMeter
+from instantvir_cli.learned import learned_restorer, precision_label, random_restorer
+from instantvir_cli.metrics import Quality, QualityMeter
+from instantvir_cli.models.checkpoint import read_header
+from instantvir_cli.models.dit import DiT
+from instantvir_cli.models.lookup import find_checkpoint
 from instantvir_cli.paths import check_input_path
-from instantvir_cli.restore import RestoreOptions, restore_video
-from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe, write_synthetic_clip
+from instantvir_cli.restore import RestoreOptions, resolve_operator, restore_video
+from instantvir_cli.restorer import restore_tensor
+from instantvir_cli.video import (
+    EncodeOptions,
+    VideoReader,
+    VideoWriter,
+    probe,
+    write_synthetic_clip,
+)
 
 
 @dataclass
@@ -58,16 +71,11 @@ class SpeedReport:
 
 
 @dataclass
-class QualityReport:
-    psnr: float
-    ssim: float
-    flicker: float
-    frames: int
-    reference: str
-    test: str
+class QualityReport(Quality):
+    """`metrics.Quality` of a test video against its reference, with both paths."""
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    reference: str = ""
+    test: str = ""
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -120,25 +128,18 @@ def bench_speed(
         degraded = work / "degraded.mp4"
         degrade_video(clean, degraded, DegradeOptions(task=task), EncodeOptions(crf=12))
         report = restore_video(
-            degraded, work / "restored.mp4", RestoreOptions(**{**asdict(opts), "task": task}), encode,
+            degraded, work / "restored.mp4", dataclasses.replace(opts, task=task), encode,
             on_progress=on_progress,
         )
         peak = peak_rss_mb()
         base = passthrough_fps(clean, encode, work)
         compare: dict[str, float | str] = {}
         if "dps" in compare_with:
-            # DPS is timed on the model alone, so the student's side is its model-only fps too
-            restore_s = report.stages.get("restore", 0.0)
-            compare.update(compare_dps(degraded, task, opts, dps_steps, report.frames / max(restore_s, 1e-9)))
+            compare.update(compare_dps(clean, degraded, task, opts, dps_steps))
         if "wan-vae" in compare_with:
             compare.update(compare_wan_vae(width, height, frames, opts.vae or _vae_of(opts)))
     restore_s = report.stages.get("restore", 0.0)
-    if opts.model == "classical":
-        precision = "fp32"
-    else:
-        from instantvir_cli.learned import precision_label
-
-        precision = precision_label(opts.precision, opts.device)
+    precision = "fp32" if opts.model == "classical" else precision_label(opts.precision, opts.device)
     return SpeedReport(
         task=task,
         model=model,
@@ -170,17 +171,15 @@ def describe_model(opts: RestoreOptions) -> str:
     if opts.model == "classical":
         return "classical"
     if opts.arch or opts.vae:
-        extra = (f" init={opts.init}" if opts.init != "operator" else "") + (" residual" if opts.residual else "") + (" delta" if opts.delta else "")
+        d = opts.decode
+        extra = (f" init={d.init}" if d.init != "operator" else "") + (" residual" if d.residual else "") + (
+            " delta" if d.delta else "")
         return f"random:{opts.arch or 'small-p4'}+{opts.vae or 'small'}{extra}"
-    from instantvir_cli.models.registry import find_checkpoint
-
     return f"checkpoint:{find_checkpoint(opts.checkpoint)}"
 
 
 def _vae_of(opts: RestoreOptions) -> str:
     """The VAE preset name of the checkpoint bench times (for --compare wan-vae)."""
-    from instantvir_cli.models.registry import find_checkpoint, read_header
-
     if opts.model == "classical":
         return "small"
     return read_header(find_checkpoint(opts.checkpoint)).get("vae_preset", "small")
@@ -192,36 +191,45 @@ def _load_clip(path: Path) -> torch.Tensor:
         return torch.cat([b.x for b in reader], 2)
 
 
-def compare_dps(degraded: Path, task: str, opts: RestoreOptions, steps: int, student_fps: float) -> dict:
-    """Time DPS with `steps` steps and the same teacher architecture on the same input.
+def compare_dps(clean: Path, degraded: Path, task: str, opts: RestoreOptions, steps: int) -> dict:
+    """The one-step student against DPS with `steps` steps over the same architecture, on one clip.
 
-    `speedup_vs_dps` = the student's model-only fps (`student_fps`) / DPS's fps; both exclude
-    decoding and encoding the video files.
+    DPS runs the student's own architecture and weights as a bidirectional DiT (for random
+    weights: the same random weights); both sides run in fp32 (DPS differentiates through the
+    network, which int8 linears cannot) on the same measurement, timed on the model alone (no
+    file decoding or encoding), and both are scored against the clean clip.
     """
-    from instantvir_cli.dps import dps_restore
-    from instantvir_cli.learned import learned_restorer, random_restorer
-    from instantvir_cli.restore import resolve_operator
-
     y = _load_clip(degraded)
-    T = y.shape[2]
-    T = 1 + 4 * ((T - 1) // 4)                               # the teacher works on whole VAE clips
+    T = 1 + 4 * ((y.shape[2] - 1) // 4)                      # DPS works on whole VAE clips
     y = y[:, :, :T].to(opts.device)
+    x = _load_clip(clean)[:, :, :T].to(opts.device)
     op, _ = resolve_operator(degraded, probe(degraded), RestoreOptions(task=task))
     if opts.arch or opts.vae:
-        r = random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device, precision="fp32")
+        r = random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
+                            spec=opts.decode, precision="fp32")
         weights = "random"
-    else:   # fp32: DPS differentiates through the network, which int8 linears cannot
+    else:
         r = learned_restorer(op, opts.checkpoint, device=opts.device, precision="fp32")
-        weights = "student weights, bidirectional"
-    teacher = r.student                                       # same architecture; mask-free forward below
-    from instantvir_cli.models.dit import DiT
+        weights = "the student's, bidirectional"
+    student = r.student
+
+    def bidirectional(z: torch.Tensor, t: float) -> torch.Tensor:   # the DiT's mask-free forward
+        return DiT.forward(student, z, t)
 
     t0 = time.perf_counter()
-    dps_restore(op, y, r.vae, lambda z, t: DiT.forward(teacher, z, t), steps=steps)
-    seconds = time.perf_counter() - t0
-    fps = T / seconds
-    return {"dps_fps": fps, "dps_steps": steps, "dps_frames": T, "dps_weights": weights,
-            "speedup_vs_dps": student_fps / fps}
+    x_student = restore_tensor(r, y)
+    student_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    x_dps = dps_restore(op, y, r.vae, bidirectional, steps=steps)
+    dps_s = time.perf_counter() - t0
+    scores = {}
+    for name, out in (("student", x_student), ("dps", x_dps)):
+        meter = QualityMeter()
+        meter.update(x, out)
+        scores[f"{name}_psnr"] = meter.result().psnr
+    return {"dps_steps": steps, "dps_frames": T, "dps_weights": weights, "dps_precision": "fp32",
+            "student_fps_fp32": T / student_s, "dps_fps": T / dps_s, "speedup_vs_dps": dps_s / student_s,
+            **scores}
 
 
 def compare_wan_vae(width: int, height: int, frames: int, vae_preset: str) -> dict:

@@ -78,11 +78,9 @@ class FrameRestorer:
     """A per-frame restorer: push(y) returns x for the same frames at once; flush() is empty.
 
     `op` may be replaced between pushes (e.g. `op.with_mask(block)` for a mask video).
-    Frames are restored `frames_per_step` at a time: on a 2-core CPU one frame at a time keeps
-    the intermediates in cache (832x480 inpaint: 52 ms/frame one by one, 148 ms/frame in blocks
-    of 12). `threads = None` runs them on torch's own thread count: on this 2-core machine (torch
-    2.13) two threads beat one, 832x480 per frame: deblur 16 vs 31 ms, inpaint 22 vs 38 ms;
-    `vir bench --model classical`: 18.8 vs 15.7 fps inpaint, 14.9 vs 10.8 deblur end to end.
+    Frames are restored `frames_per_step` at a time: one frame at a time keeps the
+    intermediates in cache (docs/results.md). `threads = None` runs them on torch's own thread
+    count, which on two cores beats one thread.
     """
 
     name = "classical"
@@ -91,6 +89,7 @@ class FrameRestorer:
 
     def __init__(self, op: Operator) -> None:
         self.op = op
+        self.timings: dict[str, float] = {}      # one stage: the restorer itself
         self._empty: torch.Tensor | None = None  # (B, C, 0, H, W) like the last output
 
     def _restore_in_steps(self, y: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@
     cfg = with_overrides(cfg, out="runs/x")                  # CLI flags, via dataclasses.replace
     print(to_toml(cfg))                                      # the effective config (`--dry-run`)
 
-Every table of the file is one dataclass below, every key one field. A key the dataclass does
+Every table of the file is one dataclass below, every key one field; `extends = "base.toml"`
+lays a file over another (`load_config`). A key the dataclass does
 not have, a value of the wrong type, or a value outside its allowed set is a `ConfigError`
 (exit 9) naming the key's path, e.g. `student.meas_space: expected one of pixel, latent, got
 'pixels'`. Each default lives once, here. `to_toml` writes a file that `load_config` reads
@@ -41,10 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import ConfigError
 from instantvir_cli.estimate import INITS
+from instantvir_cli.ops import TASKS
 
-TASKS = ("inpaint", "deblur", "sr4x")
 STAGES = ("vae", "teacher", "student")
 
 
@@ -274,16 +276,20 @@ class StudentStageConfig(Optim):
         for name in ("quantize", "no_consistency"):
             if any(t not in TASKS for t in getattr(self, name)):
                 raise ValueError(f"{name}: expected task names among {', '.join(TASKS)}, got {list(getattr(self, name))}")
-        if self.delta and not self.residual:
-            raise ValueError("delta decoding is a form of the residual path: set residual = true")
-        if self.correction_ema and not (self.residual and 0.0 < self.correction_ema < 1.0):
-            raise ValueError(f"correction_ema needs residual = true and 0 <= b < 1, got {self.correction_ema}")
         bad = {t: v for t, v in self.inits.items() if t not in TASKS or v not in INITS}
         if bad:
             raise ValueError(f"inits: expected task = {' | '.join(INITS)}, got {bad}")
+        for task in self.tasks:
+            self.decode_spec(task)          # raises ValueError on an invalid combination
         _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr", "temporal_weight", "temporal_boundary")
         if not 0.0 < self.s_min < self.s_max < 1.0:
             raise ValueError(f"need 0 < s_min < s_max < 1, got {self.s_min}, {self.s_max}")
+
+    def decode_spec(self, task: str, consistency_steps: int = 1) -> DecodeSpec:
+        """How `task`'s student is decoded, in training, validation and the export alike."""
+        steps = consistency_steps if self.consistency and task not in self.no_consistency else 0
+        return DecodeSpec(init=self.inits.get(task, self.init), residual=self.residual, delta=self.delta,
+                          correction_ema=self.correction_ema, consistency=steps)
 
 
 @dataclass(frozen=True)
@@ -401,8 +407,16 @@ def dit_model_config(cfg: TeacherStageConfig, latent_channels: int):
     return dit
 
 
-def load_config(path: str | Path) -> DistillConfig:
-    """Read a run config (TOML). ConfigError on a missing file, bad TOML, unknown keys or types."""
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over`'s keys on top; tables merge key by key, any other value replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_toml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The TOML table of `path`, with the config it `extends` (a path relative to it) beneath it."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
@@ -410,18 +424,34 @@ def load_config(path: str | Path) -> DistillConfig:
             import tomli as tomllib
         except ImportError:
             raise ConfigError("reading TOML on Python 3.10 needs the 'tomli' package") from None
-    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config not found: {path}") from None
+        raise ConfigError(f"config not found: {path}" + (f" (extended by {chain[-1]})" if chain else "")) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config unreadable: {path}: {err}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return from_dict(DistillConfig, raw)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: extends: expected the path of a config file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain + (path.resolve(),):
+        raise ConfigError(f"{path}: extends {base}: the configs extend each other in a cycle")
+    return _merge(_read_toml(base_path, chain + (path.resolve(),)), raw)
+
+
+def load_config(path: str | Path) -> DistillConfig:
+    """Read a run config (TOML). ConfigError on a missing file, bad TOML, unknown keys or types.
+
+    A top-level `extends = "base.toml"` (relative to the file) reads that config first and lays
+    this file's keys over it, table by table; bases may extend further bases.
+    """
+    return from_dict(DistillConfig, _read_toml(Path(path)))
 
 
 def with_overrides(cfg: DistillConfig, out: str | Path | None = None) -> DistillConfig:

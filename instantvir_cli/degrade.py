@@ -14,12 +14,11 @@ from typing import Callable
 import torch
 
 from instantvir_cli.errors import InputCorrupt, UsageError
-from instantvir_cli.ops import build_operator
+from instantvir_cli.ops import TASKS, build_operator
 from instantvir_cli.paths import check_input_path, check_output_path
 from instantvir_cli.sidecar import Sidecar
 from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe
 
-TASKS = ("inpaint", "deblur", "sr4x")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Diffusion posterior sampling (DPS, Chung et al. 2023) with the same teacher, for comparison.
+"""Diffusion posterior sampling (DPS, Chung et al. 2023) over a DiT, the iterative baseline for comparison.
 
 The iterative baseline the one-step student replaces: start from noise, and at each of `steps`
 flow-matching Euler steps predict x0 with the teacher, decode it, and step against the gradient

@@ -5,9 +5,8 @@
     classical  the tuned classical restorer of `instantvir_cli.classical` (the best baseline)
     fast       the same restorers with their refinement cut short, for real-time budgets:
                sr4x back-projection as is, deblur Wiener with one TV iteration instead of
-               four (on 8-bit input, 17 frames: carphone 26.45 dB, bigbuckbunny 32.85, vs
-               26.69 / 32.92 with four and 25.90 / 31.14 with none; 28 vs 67 ms a frame at
-               832x480), inpaint normalized convolution without the CG steps
+               four, inpaint normalized convolution without the CG steps (docs/experiments.md
+               has what each costs and gives)
 
 With a classical estimate the student can decode a residual (`learned.InstantViRRestorer`,
 `residual=True`): x = x0 + D(z_hat) - D(E(x0)). The VAE's reconstruction error then cancels to
@@ -18,16 +17,16 @@ from __future__ import annotations
 
 import torch
 
+from instantvir_cli.classical import DeblurParams, InpaintParams, classical_restorer
 from instantvir_cli.errors import UsageError
 from instantvir_cli.ops import Operator
+from instantvir_cli.threads import torch_threads
 
 INITS = ("operator", "classical", "fast")
 
 
 def fast_params(task: str):
     """The classical parameters of the `fast` estimate (None: the defaults, as for sr4x)."""
-    from instantvir_cli.classical import DeblurParams, InpaintParams
-
     return {"deblur": DeblurParams(tv_iters=1), "inpaint": InpaintParams(cg_iters=0)}.get(task)
 
 
@@ -43,20 +42,15 @@ class InitialEstimate:
             raise UsageError(f"unknown initial estimate {kind!r} (choose one of: {', '.join(INITS)})")
         self.kind = kind
         self._restorer = None
-        if kind != "operator":      # imported here: config.py reads INITS without the restorers
-            from instantvir_cli.classical import classical_restorer
-            from instantvir_cli.restore import torch_threads
-
-            self._build, self._threads = classical_restorer, torch_threads
 
     def __call__(self, op: Operator, y: torch.Tensor) -> torch.Tensor:
         if self.kind == "operator":
             return op.init(y)
         if self._restorer is None or self._restorer.op.task != op.task:
-            self._restorer = self._build(op, fast_params(op.task) if self.kind == "fast" else None)
+            self._restorer = classical_restorer(op, fast_params(op.task) if self.kind == "fast" else None)
         self._restorer.op = op
         # the thread count the classical restorers ask for (classical.FrameRestorer)
-        with torch.no_grad(), self._threads(self._restorer.threads):
+        with torch.no_grad(), torch_threads(self._restorer.threads):
             return self._restorer.push(y)
 
 

@@ -3,14 +3,11 @@
     y-block -> x0 = init(y) -> pad -> VAE.encode_stream -> CausalStudent.step (KV cache)
             -> VAE.decode_stream -> crop -> data consistency -> x-block
 
-init is `estimate.InitialEstimate` (the operator's pseudo-inverse, or a classical restorer).
-With `residual`, the decoder turns the student's change into pixels and adds it to x0:
-x = x0 + D(z_hat) - D(z_in), both latents decoded in one batch of two streams; with `delta`
-too, only the latent change is decoded, x = x0 + D(z_hat - z_in) - D(0), where D(0) (the
-decoder's answer to no change) is computed once per frame size: one stream instead of two.
-With `correction_ema` b > 0 the decoded change c = x - x0 is smoothed causally across frames,
-c'_t = (1 - b) c_t + b c'_(t-1), the previous frame's carried between blocks: a latent frame
-covers 4 pixel frames, and the change jumps where one latent frame hands over to the next.
+init is `estimate.InitialEstimate` (the operator's pseudo-inverse, or a classical restorer);
+how the student's latent becomes pixels (plain, residual or delta decoding, the change's EMA,
+data consistency) is the checkpoint's `decoding.DecodeSpec`. In a stream, the residual path
+decodes [z_hat, z_in] as one batch of two streams sharing one state; delta decoding's D(0) is
+computed once per block form and size; the EMA's last frame is carried between blocks.
 
 Frames are held until a whole student block of latent frames can be formed: with a 4x
 temporal VAE and 3 latent frames a block, the first block is 1 + 4*2 = 9 frames and every
@@ -29,23 +26,19 @@ import torch
 import torch.nn.functional as F
 
 from instantvir_cli.errors import CheckpointError, UsageError
-from instantvir_cli.estimate import INITS, InitialEstimate
-from instantvir_cli.models.registry import (
-    config_from_dict,
-    dit_config,
-    find_checkpoint,
-    load_checkpoint,
-    load_module_state,
-)
+from instantvir_cli.decoding import DecodeSpec, decode_student
+from instantvir_cli.estimate import InitialEstimate
+from instantvir_cli.models.checkpoint import load_checkpoint
 from instantvir_cli.models.int8 import int8_available, quantize_linears
+from instantvir_cli.models.lookup import find_checkpoint
+from instantvir_cli.models.presets import config_from_dict, dit_config
+from instantvir_cli.models.strict import load_module_state
 from instantvir_cli.models.student import CausalStudent, StudentConfig
 from instantvir_cli.models.vae import LeanVAE, VAEConfig, VAEStreamState, vae_config
 from instantvir_cli.ops import Operator
 from instantvir_cli.ops.base import check_video
 
 STAGES = ("init", "vae_encode", "student", "vae_decode", "consistency")
-# how a checkpoint's task entry says to run its student, with the value an older file implies
-ENTRY_DEFAULTS = {"consistency": True, "init": "operator", "residual": False, "delta": False, "correction_ema": 0.0}
 PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
 
 
@@ -96,8 +89,8 @@ class DataConsistency:
 
     inpaint (noiseless): x <- M y + (1 - M) x, observed pixels exactly kept.
     sr4x / deblur: `steps` steps of x <- x - (1/L) AT(A x - y), L = ||AT A|| (for the block
-    average one step is the exact projection onto {A x = y}), one frame at a time (832x480
-    deblur: A + AT 9.8 ms per frame alone vs 14.5 ms per frame in blocks of 12).
+    average one step is the exact projection onto {A x = y}), one frame at a time, which keeps
+    the blur's intermediates in cache.
     """
 
     def __init__(self, steps: int = 1):
@@ -113,8 +106,8 @@ class DataConsistency:
             # with noise the observed pixels are not the truth: keep the model's estimate
             if op.sigma_y > 0:
                 return x
-            keep = mask.to(x.dtype)   # x (1 - M) + M y, exact where M is 0 or 1: 0.6 ms a frame
-            return x.mul(1 - keep).addcmul_(y, keep)   # at 832x480 against 3.4 for a broadcast torch.where
+            keep = mask.to(x.dtype)   # x (1 - M) + M y, exact where M is 0 or 1, in two passes over
+            return x.mul(1 - keep).addcmul_(y, keep)   # memory instead of a broadcast torch.where
         key = (op.task, x.shape[-2], x.shape[-1], x.device.type)
         if key not in self._lipschitz:
             self._lipschitz[key] = operator_norm_sq(op, (1, 1, 1, *x.shape[-2:]), x.device)
@@ -128,30 +121,6 @@ class DataConsistency:
         return torch.cat(frames, 2)
 
 
-def smooth_change(change: torch.Tensor, b: float, last: torch.Tensor | None = None,
-                  frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal EMA of the change c = x - x0 over time: c'_t = (1 - b) c_t + b c'_(t-1).
-
-    change: (B, C, T, H, W); last: c' of the frame before (B, C, H, W) or None at a video's start.
-    Returns c' and c' of frame `frames` - 1 (the last real one; later frames are padding).
-    Without gradients it works in place (one pass over memory); with them the trainer decodes
-    through it.
-    """
-    T = change.shape[2]
-    frames = T if frames is None else frames
-    if not (torch.is_grad_enabled() and change.requires_grad):
-        for t in range(T):
-            if last is not None:
-                change[:, :, t].lerp_(last, b)
-            last = change[:, :, t]
-        return change, change[:, :, frames - 1].clone()
-    out = []
-    for t in range(T):
-        last = change[:, :, t] if last is None else torch.lerp(change[:, :, t], last, b)
-        out.append(last)
-    return torch.stack(out, 2), out[frames - 1].detach()
-
-
 class InstantViRRestorer:
     """Streaming InstantViR restorer (implements `instantvir_cli.restorer.Restorer`).
 
@@ -159,36 +128,28 @@ class InstantViRRestorer:
         op: the operator to undo (its `op` attribute may be swapped per block for mask videos).
         vae: the student-side LeanVAE (eval mode).
         student: the causal one-step student.
-        consistency_steps: data-consistency steps after decoding (0 = off).
+        spec: how the student's latent is decoded (`decoding.DecodeSpec`: initial estimate,
+            residual / delta decoding, the change's EMA, data-consistency steps).
         context: optional text embeddings (B, Lc, text_dim) for a text-conditioned student.
         precision: auto | fp32 | int8 | bf16 | fp16, the float autocast of the student and the
             decoder (`autocast_dtype`); int8 (and auto on the CPU) is applied to the student's
             linears by the builders (`learned_restorer`, `random_restorer`), here it runs as fp32.
-        init: the initial estimate, `estimate.INITS` (operator | classical | fast).
-        residual: decode x = x0 + D(z_hat) - D(z_in) instead of D(z_hat).
-        delta: with residual, decode x = x0 + D(z_hat - z_in) - D(0) (one stream).
-        correction_ema: with residual, the causal EMA weight b of the change x - x0 (0 = off).
     """
 
     name = "instantvir"
+    threads: int | None = None      # torch's own thread count
 
-    def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, consistency_steps: int = 1,
-                 context: torch.Tensor | None = None, precision: str = "auto", init: str = "operator",
-                 residual: bool = False, delta: bool = False, correction_ema: float = 0.0):
-        if delta and not residual:
-            raise UsageError("delta decoding is a form of the residual path: it needs residual=True")
-        if correction_ema and not (residual and 0.0 < correction_ema < 1.0):
-            raise UsageError(f"correction_ema needs the residual path and 0 <= b < 1, got {correction_ema}")
-        self.correction_ema = float(correction_ema)
+    def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, spec: DecodeSpec = DecodeSpec(),
+                 context: torch.Tensor | None = None, precision: str = "auto"):
+        self.spec = spec
         self.op = op
-        self.estimate = InitialEstimate(init)
-        self.residual, self.delta = residual, delta
+        self.estimate = InitialEstimate(spec.init)
         self._zero_out: dict[tuple, torch.Tensor] = {}   # D(0) per block form and size (delta)
         self.device = next(student.parameters()).device
         self.half = autocast_dtype(precision, self.device)
         self.vae, self.student = vae, student
         self.context = context
-        self.consistency = DataConsistency(consistency_steps)
+        self.consistency = DataConsistency(spec.consistency)
         vc, sc = vae.cfg, student.student_config
         self.tf = vc.time_factor
         self.multiple = vc.space_factor * max(student.config.patch[1], student.config.patch[2])
@@ -249,20 +210,15 @@ class InstantViRRestorer:
         with torch.autocast(self.device.type, dtype=self.half, enabled=self.half is not None):
             z_hat = self.student.step(z_in, self._cache, self.context)  # (B, d, n, h, w)
             t0 = self._tick("student", t0)
-            if self.delta:      # decode the change alone; D(0) of this block's form is cached
-                d = self.vae.decode_stream(z_hat - z_in.to(z_hat.dtype), self._dec)
-                change = (d.float() - self._zero_decode(z_hat))[..., :H, :W]
-            elif self.residual:   # one decode of the batch [z_hat, z_in]: two streams, one state
-                pair = self.vae.decode_stream(torch.cat([z_hat, z_in.to(z_hat.dtype)]), self._dec)
-                x_hat, x_in = pair[..., :H, :W].float().chunk(2)
-                change = x_hat - x_in                                    # (B, C, T, H, W)
-            else:
-                x = self.vae.decode_stream(z_hat, self._dec)[..., :H, :W]   # (B, C, T, H, W)
-        if self.residual:
-            if self.correction_ema:
-                change, self._last_change = smooth_change(change, self.correction_ema, self._last_change, frames)
-            x = change.add_(x0)
-        x = x.float()
+
+            def decode(z: torch.Tensor) -> torch.Tensor:                 # (B, C, T, H, W), padding cropped
+                return self.vae.decode_stream(z, self._dec)[..., :H, :W].float()
+
+            def zero() -> torch.Tensor:                                  # D(0) of this block's form
+                return self._zero_decode(z_hat)[..., :H, :W]
+
+            x, self._last_change = decode_student(self.spec, decode, z_hat, z_in.to(z_hat.dtype), x0, zero,
+                                                  self._last_change, frames)
         t0 = self._tick("vae_decode", t0)
         x, y = x[:, :, :frames], y[:, :, :frames]
         x = self.consistency(self.op, x, y, None if m is None else m[:, :, :frames]).clamp_(-1, 1)
@@ -389,20 +345,19 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     vae_module = entry.get("vae_module", "vae")        # a task may have fine-tuned its own VAE
     load_module_state(vae, ckpt.state_dict(vae_module), vae_module)
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
-    e = {k: type(d)(entry.get(k, d)) for k, d in ENTRY_DEFAULTS.items()}
-    steps = consistency_steps if consistency_steps is not None else int(e["consistency"])
-    init, residual = e["init"], e["residual"]
-    if init not in INITS:
-        raise CheckpointError(f"{path}: unknown initial estimate {init!r} for task {op.task!r}")
-    return InstantViRRestorer(op, _prepare(vae, device), _prepare_student(student, device, precision), steps,
-                              precision=precision, init=init, residual=residual, delta=residual and e["delta"],
-                              correction_ema=e["correction_ema"] if residual else 0.0)
+    try:
+        spec = DecodeSpec.from_entry(entry)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: task {op.task!r}: {err}") from None
+    if consistency_steps is not None:
+        spec = spec.replace(consistency=consistency_steps)
+    return InstantViRRestorer(op, _prepare(vae, device), _prepare_student(student, device, precision), spec,
+                              precision=precision)
 
 
 def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed: int = 0,
-                    block_frames: int = 3, cache_blocks: int | None = 6,
-                    consistency_steps: int = 1, precision: str = "auto", init: str = "operator",
-                    residual: bool = False, delta: bool = False) -> InstantViRRestorer:
+                    block_frames: int = 3, cache_blocks: int | None = 6, spec: DecodeSpec = DecodeSpec(),
+                    precision: str = "auto") -> InstantViRRestorer:
     """An InstantViR restorer with random weights of the named presets (for timing only)."""
     torch.manual_seed(seed)
     vcfg = vae_config(vae)
@@ -411,5 +366,5 @@ def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed
     s = CausalStudent(dcfg, StudentConfig(block_frames=block_frames, cache_blocks=cache_blocks))
     # a text-conditioned preset (wan2.1-1.3b) gets a stand-in context of umT5's 512 tokens
     context = torch.zeros(1, 512, dcfg.text_dim, device=device) if dcfg.text_dim else None
-    return InstantViRRestorer(op, _prepare(v, device), _prepare_student(s, device, precision), consistency_steps,
-                              context=context, precision=precision, init=init, residual=residual, delta=delta)
+    return InstantViRRestorer(op, _prepare(v, device), _prepare_student(s, device, precision), spec,
+                              context=context, precision=precision)

@@ -4,14 +4,9 @@ A frame at 832x480 is a 4.8 MB float tensor, and the classical estimates and the
 free dozens of them per frame. glibc serves such sizes with fresh mmap()s (or trims the freed heap
 top back to the kernel), so each one comes back as new zeroed pages: a page fault per 4 KiB on
 first touch. Raising the mmap threshold and the trim threshold lets freed buffers be reused from
-the heap. Peak memory stays bounded by the block size, not the video length, and is about 100
-MiB higher: `vir bench --resolution 832x480 --task inpaint` peaks at 1566 / 1589 / 1599 MiB for
-192 / 480 / 1200 frames (glibc's defaults: 1467 / 1457 MiB for 192 / 480).
-
-Measured on 2 cores: the inpainting estimate of one 832x480 frame, median of 20 calls, 19.3-26.5
-ms with glibc's defaults, 16.4-17.9 ms with these settings (best of 20: 15.6-18.8 both ways);
-`vir bench --resolution 832x480 --task inpaint`, four pairs alternating: 9.6-10.4 fps end to end
-without, 10.0-10.6 with.
+the heap. Peak memory stays bounded by the block size, not the video length, and rises by about
+a tenth; the per-frame time of the estimates falls (docs/results.md has both). A larger trim
+threshold would keep more, but then peak memory creeps with the video's length.
 """
 
 from __future__ import annotations

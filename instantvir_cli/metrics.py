@@ -98,7 +98,7 @@ def _ssim_centred(a: torch.Tensor, b: torch.Tensor, rows: int = 64) -> torch.Ten
     """Per-frame SSIM of centred levels a, b: (B, C, T, H, W) -> (B T,) float64.
 
     Works frame by frame in strips of `rows` output rows (overlapping by the window), so the
-    intermediate maps stay in cache: about 3x faster than whole blocks on CPU.
+    intermediate maps stay in cache (faster than whole blocks on a CPU).
     """
     B, C, T, H, W = a.shape
     if H < SSIM_WIN or W < SSIM_WIN:

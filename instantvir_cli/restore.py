@@ -8,7 +8,6 @@ task/mask the user names. Memory is bounded by the block size: nothing holds the
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,14 +16,18 @@ from typing import Callable
 
 import torch
 
+from instantvir_cli.classical import classical_restorer
+from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import InputCorrupt, UsageError
-from instantvir_cli.ops import Operator, build_operator, operator_from_dict
+from instantvir_cli.learned import learned_restorer, random_restorer
+from instantvir_cli.masks import inpaint_operator_from_mask, load_mask
+from instantvir_cli.ops import TASKS, Operator, build_operator, operator_from_dict
 from instantvir_cli.paths import check_input_path, check_output_path
 from instantvir_cli.restorer import Restorer
 from instantvir_cli.sidecar import Sidecar
+from instantvir_cli.threads import torch_threads
 from instantvir_cli.video import EncodeOptions, VideoInfo, VideoReader, VideoWriter, probe
 
-TASKS = ("inpaint", "deblur", "sr4x")
 MODELS = ("classical", "instantvir")
 
 ProgressFn = Callable[[int, "int | None"], None]
@@ -36,7 +39,7 @@ class RestoreOptions:
     """How to restore: which operator to undo, with which model, on which device."""
 
     task: str | None = None          # None: take it from the sidecar
-    model: str = "classical"         # classical | instantvir
+    model: str = "instantvir"        # instantvir | classical
     mask: Path | None = None         # inpainting keep-mask (image or video); overrides the sidecar
     seed: int = 0                    # seed of the default random inpainting mask (no sidecar/mask)
     sigma_y: float | None = None     # measurement noise std on [-1, 1]; None: sidecar or 0
@@ -45,10 +48,8 @@ class RestoreOptions:
     checkpoint: Path | None = None   # learned model weights (instantvir)
     arch: str | None = None          # instantvir with RANDOM weights of this DiT preset (timing only)
     vae: str | None = None           # ... and of this VAE preset
-    init: str = "operator"           # ... and this initial estimate (estimate.INITS; a checkpoint names its own)
-    residual: bool = False           # ... decoding x0 + D(z_hat) - D(z_in) (a checkpoint names its own)
-    delta: bool = False              # ... in its one-stream form x0 + D(z_hat - z_in) - D(0)
-    consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's choice)
+    decode: DecodeSpec = DecodeSpec()  # ... decoded this way (a checkpoint names its own)
+    consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's or decode's choice)
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA; CPU: fp32, student linears int8) | fp32 | int8 | bf16 | fp16
 
 
@@ -80,8 +81,6 @@ def resolve_operator(
     Order: the `--task`/`--mask` the user gave, then the sidecar `IN.vir.json`, then defaults.
     The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
     """
-    from instantvir_cli.masks import inpaint_operator_from_mask, load_mask
-
     sidecar = Sidecar.read(input_path)
     spec = dict(sidecar.operator) if sidecar else None
     task = opts.task or (spec or {}).get("task")
@@ -123,32 +122,17 @@ def resolve_operator(
 def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
     """The restorer named by `opts.model` for operator `op`."""
     if opts.model == "classical":
-        from instantvir_cli.classical import classical_restorer
-
         return classical_restorer(op)
     if opts.model == "instantvir":
-        from instantvir_cli.learned import learned_restorer, random_restorer
-
         if opts.arch or opts.vae:
-            steps = 1 if opts.consistency_steps is None else opts.consistency_steps
+            spec = opts.decode
+            if opts.consistency_steps is not None:
+                spec = spec.replace(consistency=opts.consistency_steps)
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
-                                   consistency_steps=steps, precision=opts.precision, init=opts.init,
-                                   residual=opts.residual, delta=opts.delta)
+                                   spec=spec, precision=opts.precision)
         return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device,
                                 consistency_steps=opts.consistency_steps, precision=opts.precision)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run with `n` intra-op threads (None: leave torch's setting), restoring it afterwards."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @torch.inference_mode()
@@ -179,7 +163,7 @@ def restore_video(
     pending_pts: deque = deque()
     t_start = time.perf_counter()
 
-    with torch_threads(getattr(restorer, "threads", None)), VideoReader(
+    with torch_threads(restorer.threads), VideoReader(
         input_path, block_size=opts.block_frames
     ) as reader, VideoWriter(
         output_path, out_w, out_h, source=reader, options=encode, overwrite=overwrite, warn=warn
@@ -223,7 +207,7 @@ def restore_video(
         if pending_pts:
             raise InputCorrupt(f"{len(pending_pts)} frames were decoded but not restored")
     seconds = time.perf_counter() - t_start
-    stages.update(getattr(restorer, "timings", {}))
+    stages.update(restorer.timings)
     return RestoreReport(
         output=output_path,
         frames=frames_out,

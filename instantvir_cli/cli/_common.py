@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import typer
 from rich.console import Console
@@ -40,6 +40,10 @@ class GlobalOptions:
 
 
 STATE = GlobalOptions()
+
+# options every command that writes a video shares
+Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output.")]
+ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")]
 
 
 def resolve_device(name: str) -> str:

@@ -48,8 +48,8 @@ def bench(
     ] = False,
     compare: Annotated[
         Optional[list[str]],
-        typer.Option("--compare", help="Also time: dps (iterative posterior sampling, same teacher) | wan-vae "
-                     "(Wan2.1's VAE, needs diffusers). Repeatable."),
+        typer.Option("--compare", help="Also time: dps (iterative posterior sampling over the same architecture; "
+                     "both sides in fp32, with their PSNR) | wan-vae (Wan2.1's VAE, needs diffusers). Repeatable."),
     ] = None,
     dps_steps: Annotated[int, typer.Option("--dps-steps", min=1, max=1000, help="Steps of DPS for --compare dps.")] = 50,
     checkpoint: opt.Checkpoint = None,
@@ -69,9 +69,10 @@ def bench(
 ) -> None:
     """Time `vir restore` end to end and per stage, or score a restored video (--quality)."""
     from instantvir_cli.bench import bench_quality, bench_speed, describe_model, parse_resolution
+    from instantvir_cli.decoding import DecodeSpec
     from instantvir_cli.errors import UsageError
-    from instantvir_cli.estimate import INITS
-    from instantvir_cli.restore import TASKS, RestoreOptions
+    from instantvir_cli.ops import TASKS
+    from instantvir_cli.restore import RestoreOptions
 
     with handle_errors("nothing was measured"):
         if quality is not None:
@@ -94,10 +95,10 @@ def bench(
             raise UsageError("--arch/--vae time the instantvir model: drop --model classical")
         if (init != "operator" or residual or delta) and not (arch or vae):
             raise UsageError("--init/--residual/--delta describe random weights: add --arch (a checkpoint names its own)")
-        if delta and not residual:
-            raise UsageError("--delta is a form of the residual path: add --residual")
-        if init not in INITS:
-            raise UsageError(f"unknown --init {init!r} (choose one of: {', '.join(INITS)})")
+        try:
+            spec = DecodeSpec(init=init, residual=residual, delta=delta)
+        except ValueError as err:
+            raise UsageError(f"--init/--residual/--delta: {err}") from None
         tasks = list(TASKS) if task == "all" else [task]
         if any(t not in TASKS for t in tasks):
             raise UsageError(f"unknown task {task!r} (choose one of: {', '.join(TASKS)}, all)")
@@ -105,8 +106,7 @@ def bench(
         reports = []
         for t in tasks:
             opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device,
-                                  checkpoint=checkpoint, arch=arch, vae=vae, precision=precision, init=init,
-                                  residual=residual, delta=delta)
+                                  checkpoint=checkpoint, arch=arch, vae=vae, precision=precision, decode=spec)
             info(f"timing {t} ({describe_model(opts)}) at {width}x{height}, {frames} frames on {STATE.device}")
             with FrameProgress(f"bench {t}", frames) as bar:
                 reports.append(bench_speed(width, height, frames, t, opts, encode, on_progress=bar,

@@ -9,7 +9,7 @@ import typer
 
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import app
-from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, out_console, warn
+from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
 
 EPILOG = """Examples:
 
@@ -43,8 +43,8 @@ def degrade(
     pix_fmt: enc.PixFmt = "yuv420p",
     copy_streams: enc.CopyStreams = True,
     encoder_opt: enc.Extra = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    overwrite: Overwrite = False,
+    progress: ShowProgress = True,
 ) -> None:
     """Degrade a video with a known operator: y = A(x) + sigma_y * n."""
     from instantvir_cli.degrade import DegradeOptions, degrade_video

@@ -84,7 +84,7 @@ def command_page(app: typer.Typer, name: str) -> str:
 def main_page(app: typer.Typer) -> str:
     """The roff page of `vir` itself: global options and the command list."""
     group = typer.main.get_command(app)
-    lines = _header("vir", "real-time video restoration with a distilled one-step diffusion prior")
+    lines = _header("vir", "real-time video restoration with one-step causal students (InstantViR)")
     lines += [".SH SYNOPSIS", "\\fBvir\\fR [\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...",
               ".SH DESCRIPTION", _esc(group.help or ""), ".SH GLOBAL OPTIONS"] + _options(group.params)
     lines.append(".SH COMMANDS")

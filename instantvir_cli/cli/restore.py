@@ -10,7 +10,7 @@ import typer
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import _model as opt
 from instantvir_cli.cli import app
-from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, out_console, warn
+from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
 
 EPILOG = """Examples:
 
@@ -49,6 +49,8 @@ def restore(
         typer.Option("--consistency-steps", min=0, max=50,
                      help="instantvir: data-consistency steps after decoding (0 = off; default: 1 when the checkpoint enables it)."),
     ] = None,
+    overwrite: Overwrite = False,
+    progress: ShowProgress = True,
     codec: enc.Codec = "libx264",
     crf: enc.Crf = 18,
     preset: enc.Preset = "medium",
@@ -58,8 +60,6 @@ def restore(
     ] = False,
     copy_streams: enc.CopyStreams = True,
     encoder_opt: enc.Extra = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
 ) -> None:
     """Restore a degraded video (inpaint, deblur or sr4x), block by block."""
     from instantvir_cli.paths import default_output_path

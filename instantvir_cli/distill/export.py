@@ -1,6 +1,6 @@
 """What the stages leave behind, and how they read models from disk.
 
-Artifacts in the run folder (each a vir `.safetensors` checkpoint, `models.registry` format):
+Artifacts in the run folder (each a vir `.safetensors` checkpoint, `models.checkpoint` format):
 
     vae.safetensors         module `vae`;      header: vae, vae_preset, latent_scale, provenance
     teacher.safetensors     module `teacher`;  header: dit, dit_preset, vae, provenance
@@ -13,7 +13,7 @@ Artifacts in the run folder (each a vir `.safetensors` checkpoint, `models.regis
                         (per stage), git (revision), date}
 
 `vae.init`, `teacher.vae` and `teacher.init` read vir checkpoints (modules `vae`, `teacher`)
-or foreign weights through the registry's strict loaders (a published LeanVAE `.ckpt`,
+or foreign weights through the strict loaders of `models.foreign`, `models.wan_keys` and `models.leanvae_keys` (a published LeanVAE `.ckpt`,
 Wan2.1 DiT weights).
 """
 
@@ -29,20 +29,19 @@ from typing import Any
 import torch
 
 from instantvir_cli.errors import CheckpointError
-from instantvir_cli.learned import ENTRY_DEFAULTS
-from instantvir_cli.models.dit import DiT, DiTConfig
-from instantvir_cli.models.registry import (
+from instantvir_cli.models.checkpoint import (
     WRITTEN_KEYS,
-    config_from_dict,
-    config_to_dict,
     load_checkpoint,
-    load_module_state,
-    load_wan_dit,
     make_header,
     read_header,
     save_checkpoint,
 )
-from instantvir_cli.models.vae import LeanVAE, VAEConfig, load_published_leanvae
+from instantvir_cli.models.dit import DiT, DiTConfig
+from instantvir_cli.models.leanvae_keys import load_published_leanvae
+from instantvir_cli.models.presets import config_from_dict, config_to_dict
+from instantvir_cli.models.strict import load_module_state
+from instantvir_cli.models.vae import LeanVAE, VAEConfig
+from instantvir_cli.models.wan_keys import load_wan_dit
 
 VAE_FILE, TEACHER_FILE, EXPORT_FILE = "vae.safetensors", "teacher.safetensors", "instantvir.safetensors"
 
@@ -129,13 +128,13 @@ def save_export(path: Path, vae: LeanVAE, vae_preset: str, dit_cfg: DiTConfig, d
     """The file `vir restore --checkpoint` loads.
 
     `students`: {task: {"state": state dict, "student": StudentConfig, "operator": op.to_dict(),
-    "consistency": bool, "init": str, "residual": bool, "delta": bool, "correction_ema": float, "vae": the task's own fine-tuned VAE state
-    or None}}. A task with its own VAE names it in `vae_module` (module `vae_<task>`).
+    "decode": DecodeSpec, "vae": the task's own fine-tuned VAE state or None}}. A task with its
+    own VAE names it in `vae_module` (module `vae_<task>`).
     """
     tasks, modules = {}, {"vae": vae.state_dict()}
     for task, s in students.items():
         tasks[task] = {"module": f"student_{task}", "student": config_to_dict(s["student"]),
-                       "operator": s["operator"], **{k: type(d)(s.get(k, d)) for k, d in ENTRY_DEFAULTS.items()}}
+                       "operator": s["operator"], **s["decode"].to_entry()}
         modules[f"student_{task}"] = s["state"]
         if s.get("vae") is not None:
             tasks[task]["vae_module"] = f"vae_{task}"
@@ -176,7 +175,7 @@ __all__ = ["EXPORT_FILE", "TEACHER_FILE", "VAE_FILE", "artifact_id", "compact_ch
 
 
 def compact_checkpoint(src: Path, dst: Path, storage: str = "int8") -> Path:
-    """Re-write checkpoint `src` as `dst` with `storage` (registry.STORAGES): the same header and
+    """Re-write checkpoint `src` as `dst` with `storage` (checkpoint.STORAGES): the same header and
     modules, weight matrices as int8 with per-row scales (how the default model ships)."""
     ck = load_checkpoint(src)
     header = {k: v for k, v in ck.header.items() if k not in WRITTEN_KEYS}

@@ -21,9 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from instantvir_cli.config import Optim, dit_model_config, vae_model_config
+from instantvir_cli.decoding import decode_student
 from instantvir_cli.distill import export as X
 from instantvir_cli.distill.data import WindowDataset, sample_seed
-from instantvir_cli.distill.dist import EMA, enable_grad_checkpointing, full_state_dict, no_sync, unwrap, wrap
+from instantvir_cli.distill.dist import (
+    EMA,
+    enable_grad_checkpointing,
+    full_state_dict,
+    no_sync,
+    wrap,
+)
 from instantvir_cli.distill.losses import (
     DMD,
     STREAM_CRITIC,
@@ -36,15 +43,18 @@ from instantvir_cli.distill.losses import (
     per_sample_mean,
     randn_like,
 )
-from instantvir_cli.distill.validate import StudentValidator, quantize_8bit, validate_flow, validate_vae
+from instantvir_cli.distill.validate import (
+    StudentValidator,
+    quantize_8bit,
+    validate_flow,
+    validate_vae,
+)
 from instantvir_cli.errors import ConfigError
 from instantvir_cli.estimate import InitialEstimate
-from instantvir_cli.learned import smooth_change
+from instantvir_cli.models.checkpoint import make_header, save_checkpoint
 from instantvir_cli.models.dit import DiT
-from instantvir_cli.models.registry import make_header, save_checkpoint
 from instantvir_cli.models.student import CausalStudent
 from instantvir_cli.models.vae import LeanVAE
-
 
 STUDENT_FILE = "student.safetensors"     # one task's student, in its stage folder
 
@@ -345,11 +355,9 @@ class StudentStage(Stage):
         self.measurement = Measurement(c.meas_space)
         self.dmd = DMD(c.shift, c.s_min, c.s_max)
         self.critic_loss = FlowMatching(c.shift, c.s_min, c.s_max)
-        self.init = c.inits.get(task, c.init)
-        self.estimate = InitialEstimate(self.init)
-        self.consistency = c.consistency and task not in c.no_consistency
-        self.validator = (StudentValidator(task, self.options, ctx.val_clips, self.consistency, self.init, c.residual,
-                                           task in c.quantize, c.delta, c.correction_ema)
+        self.spec = c.decode_spec(task)
+        self.estimate = InitialEstimate(self.spec.init)
+        self.validator = (StudentValidator(task, self.options, ctx.val_clips, self.spec, task in c.quantize)
                           if ctx.env.main else None)
         self.operator_record: dict | None = None
 
@@ -381,20 +389,12 @@ class StudentStage(Stage):
         return p
 
     def decode(self, z_hat: Tensor, p: dict) -> Tensor:
-        """x_hat: D(z_hat), or x0 + D(z_hat) - D(z_in) with `residual` (one decode of both), or
-        x0 + D(z_hat - z_in) - D(0) with `delta` (D(0) of one sample, broadcast); then the
-        change x_hat - x0 smoothed over time with `correction_ema`."""
-        if not self.c.residual:
-            return self.codec.decode(z_hat)
-        if self.c.delta:
-            zero = self.codec.decode(torch.zeros_like(p["z_in"][:1]))
-            change = self.codec.decode(z_hat - p["z_in"]) - zero
-        else:
-            x, x_in = self.codec.decode(torch.cat([z_hat, p["z_in"]])).chunk(2)
-            change = x - x_in
-        if self.c.correction_ema:      # as `vir restore` smooths the change: the window is a video's start
-            change = smooth_change(change, self.c.correction_ema)[0]
-        return p["x0"] + change
+        """x_hat by the task's decode spec (`decoding.decode_student`), as `vir restore` decodes it:
+        the whole window at once, the change's EMA starting at the window's first frame."""
+        def zero() -> Tensor:                  # D(0) of one sample, broadcast over the batch
+            return self.codec.decode(torch.zeros_like(p["z_in"][:1]))
+
+        return decode_student(self.spec, self.codec.decode, z_hat, p["z_in"], p["x0"], zero)[0]
 
     def student_loss(self, p: dict, w_dmd: float) -> dict[str, Tensor]:
         c = self.c
@@ -478,8 +478,7 @@ class StudentStage(Stage):
             H = W = self.ctx.cfg.data.crop
             self.operator_record = BatchOperator.build(self.task, self.options, H, W, torch.zeros(1)).op.to_dict()
         header = {"student": dataclasses.asdict(self.student_config), "operator": self.operator_record,
-                  "consistency": self.consistency, "init": self.init, "residual": self.c.residual,   # ENTRY_DEFAULTS' keys
-                  "delta": self.c.delta, "correction_ema": self.c.correction_ema, "dit": dataclasses.asdict(self.teacher.config),
+                  **self.spec.to_entry(), "dit": dataclasses.asdict(self.teacher.config),
                   "dit_preset": self.dit_preset, "provenance": self.ctx.provenance(self.name, steps)}
         modules = {"student": sd}
         if "vae" in self.trained:

@@ -41,8 +41,15 @@ from instantvir_cli.config import (
     vae_model_config,
     with_overrides,
 )
+from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.distill import export as X
-from instantvir_cli.distill.data import Sources, StepSampler, find_sources, load_val_clip, make_loader
+from instantvir_cli.distill.data import (
+    Sources,
+    StepSampler,
+    find_sources,
+    load_val_clip,
+    make_loader,
+)
 from instantvir_cli.distill.dist import (
     DistEnv,
     full_state_dict,
@@ -54,9 +61,9 @@ from instantvir_cli.distill.dist import (
 )
 from instantvir_cli.distill.stages import STUDENT_FILE, lr_factor, stages_for
 from instantvir_cli.errors import ConfigError, OutputRefused
-from instantvir_cli.learned import ENTRY_DEFAULTS
+from instantvir_cli.models.checkpoint import load_checkpoint, read_header
 from instantvir_cli.models.dit import DiTConfig
-from instantvir_cli.models.registry import config_from_dict, load_checkpoint, read_header
+from instantvir_cli.models.presets import config_from_dict
 from instantvir_cli.models.student import StudentConfig
 
 STATE_FILE, CONFIG_FILE, LOG_FILE = "state.pt", "config.toml", "log.jsonl"
@@ -184,7 +191,7 @@ class RunContext:
             dit_cfg = config_from_dict(DiTConfig, h["dit"])
             students[task] = {"state": ck.state_dict("student"), "student": config_from_dict(StudentConfig, h["student"]),
                               "operator": h["operator"], "vae": ck.modules.get("vae"),
-                              **{k: h.get(k, d) for k, d in ENTRY_DEFAULTS.items()}}
+                              "decode": DecodeSpec.from_entry(h)}
             self.steps_done.setdefault(f"student_{task}", h["provenance"]["steps"].get(f"student_{task}", 0))
             dit_preset = h.get("dit_preset", "")
         if not students:

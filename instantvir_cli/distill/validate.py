@@ -15,13 +15,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from instantvir_cli.classical import classical_restorer
+from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.estimate import InitialEstimate
+from instantvir_cli.learned import InstantViRRestorer
 from instantvir_cli.metrics import QualityMeter, to_levels
 from instantvir_cli.models.flow import add_noise, timestep, v_target
 from instantvir_cli.ops import Operator, build_operator
+from instantvir_cli.restorer import restore_tensor
 
-PUSH_FRAMES = 4          # frames per push when streaming a validation clip
-CONSISTENCY_STEPS = 1  # as `vir restore` does by default
 VAL_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
@@ -45,42 +47,26 @@ def val_operator(task: str, options: dict, x: Tensor, quantize: bool = False) ->
     return op, quantize_8bit(y) if quantize else y
 
 
-def _stream(restorer, y: Tensor) -> Tensor:
-    outs = [restorer.push(y[:, :, i:i + PUSH_FRAMES]) for i in range(0, y.shape[2], PUSH_FRAMES)]
-    outs.append(restorer.flush())
-    return torch.cat([o for o in outs if o.shape[2] > 0], dim=2)
-
-
 @torch.no_grad()
-def restore_clip(op: Operator, vae, student, y: Tensor, consistency: bool, init: str = "operator",
-                 residual: bool = False, delta: bool = False, correction_ema: float = 0.0) -> Tensor:
+def restore_clip(op: Operator, vae, student, y: Tensor, spec: DecodeSpec) -> Tensor:
     """The student's restoration of y, streamed through `vir restore`'s restorer."""
-    from instantvir_cli.learned import InstantViRRestorer
-
-    steps = CONSISTENCY_STEPS if consistency else 0
-    return _stream(InstantViRRestorer(op, vae, student, consistency_steps=steps, init=init, residual=residual,
-                                       delta=delta, correction_ema=correction_ema), y)
+    return restore_tensor(InstantViRRestorer(op, vae, student, spec), y)
 
 
 class StudentValidator:
     """Scores one task's student on every validation clip; the baselines are computed once."""
 
-    def __init__(self, task: str, options: dict, clips: dict[str, Tensor], consistency: bool,
-                 init: str = "operator", residual: bool = False, quantize: bool = False, delta: bool = False,
-                 correction_ema: float = 0.0):
-        self.task, self.options, self.consistency = task, options, consistency
-        self.init, self.residual, self.delta, self.correction_ema = init, residual, delta, correction_ema
+    def __init__(self, task: str, options: dict, clips: dict[str, Tensor], spec: DecodeSpec, quantize: bool = False):
+        self.task, self.options, self.spec = task, options, spec
         self.cases = {name: val_operator(task, options, x, quantize) + (x,) for name, x in clips.items()}
         self._baselines: dict[str, float] | None = None
 
     def baselines(self) -> dict[str, float]:
         if self._baselines is None:
-            from instantvir_cli.classical import classical_restorer
-
             out: dict[str, list[float]] = {}
             for op, y, x in self.cases.values():
-                for k, v in {**quality(x, _stream(classical_restorer(op), y), "classical_"),
-                             **quality(x, InitialEstimate(self.init)(op, y), "init_")}.items():
+                for k, v in {**quality(x, restore_tensor(classical_restorer(op), y), "classical_"),
+                             **quality(x, InitialEstimate(self.spec.init)(op, y), "init_")}.items():
                     out.setdefault(k, []).append(v)
             self._baselines = {k: sum(v) / len(v) for k, v in out.items()}
         return self._baselines
@@ -89,11 +75,9 @@ class StudentValidator:
     def __call__(self, vae, student) -> dict[str, float]:
         out: dict[str, list[float]] = {}
         for op, y, x in self.cases.values():
-            run = lambda dc: restore_clip(op, vae, student, y, dc, self.init, self.residual, self.delta,
-                                           self.correction_ema)  # noqa: E731
-            scores = quality(x, run(self.consistency), "")
-            if self.consistency:
-                scores.update(quality(x, run(False), "raw_"))
+            scores = quality(x, restore_clip(op, vae, student, y, self.spec), "")
+            if self.spec.consistency:
+                scores.update(quality(x, restore_clip(op, vae, student, y, self.spec.replace(consistency=0)), "raw_"))
             for k, v in scores.items():
                 out.setdefault(k, []).append(v)
         res = {k: sum(v) / len(v) for k, v in out.items()}

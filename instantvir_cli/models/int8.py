@@ -5,11 +5,9 @@ with one scale per output row, activations quantized to 8 bits on the fly per ca
 product accumulated in int32 and rescaled in the same kernel (fbgemm / oneDNN, VNNI where the
 CPU has it). The student's transformer blocks are nearly all such layers.
 
-Measured on this project's 2-core CPU (AVX-512 VNNI), 832x480, the shipped default:
-    student 17.1 -> 12.4 ms a frame; its output moves by 1e-3 of the change it makes, the
-    restored frames by 87.5-108.6 dB PSNR against fp32 (carphone and bigbuckbunny, all tasks).
-The VAE stays fp32: its decoder in int8 cost 0.09 dB (sr4x, bigbuckbunny), as its activations
-after the gated GELU are badly served by one 8-bit range per call.
+Where the CPU has VNNI this makes the student faster at nearly the same output (docs/results.md
+has the figures). The VAE stays fp32: its activations after the gated GELU are badly served by
+one 8-bit range per call, and int8 cost measurable quality there (docs/experiments.md).
 
 Training never uses this: quantized layers have no gradients. It is an inference transform,
 `quantize_linears(model)`, applied to a model built for restoring only.

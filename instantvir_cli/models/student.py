@@ -165,13 +165,7 @@ class CausalStudent(DiT):
         sc = self.student_config
         return block_causal_mask(frames, tokens_per_frame, sc.block_frames, sc.cache_blocks, device)
 
-    def forward(
-        self,
-        z: Tensor,
-        t: Tensor | float,
-        context: Tensor | None = None,
-        frame_start: int = 0,
-    ) -> Tensor:
+    def forward(self, z: Tensor, t: Tensor | float, context: Tensor | None = None, frame_start: int = 0) -> Tensor:
         """Velocity of a whole clip under the block-causal (windowed) mask (training).
 
         Args:

@@ -14,7 +14,7 @@ import pytest
 
 from instantvir_cli.config import load_config
 from instantvir_cli.distill.trainer import effective_config
-from instantvir_cli.models.registry import load_checkpoint
+from instantvir_cli.models.checkpoint import load_checkpoint
 from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter
 from tests.cli.helpers import assert_one_line_error, vir
 

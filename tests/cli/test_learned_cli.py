@@ -20,7 +20,7 @@ def tiny_ckpt(tmp_path_factory):
 def no_default_checkpoint(tmp_path, monkeypatch):
     monkeypatch.delenv("VIR_CHECKPOINT", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.setattr("instantvir_cli.models.registry._package_weights", lambda: None)
+    monkeypatch.setattr("instantvir_cli.models.lookup._package_weights", lambda: None)
 
 
 def test_missing_checkpoint_exits_8_and_lists_the_places(clip_odd, tmp_path, no_default_checkpoint):

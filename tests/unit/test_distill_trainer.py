@@ -15,7 +15,7 @@ from instantvir_cli.distill.dist import DistEnv
 from instantvir_cli.distill.stages import StudentStage
 from instantvir_cli.distill.trainer import build_context, run_distill
 from instantvir_cli.errors import ConfigError, OutputRefused
-from instantvir_cli.models.registry import load_checkpoint, read_header
+from instantvir_cli.models.checkpoint import load_checkpoint, read_header
 from instantvir_cli.models.vae import VAE_PRESETS, LeanVAE
 
 
@@ -215,7 +215,7 @@ def test_residual_student_without_prior_trains_no_critic(uninterrupted, clips, t
     assert entry["init"] == "fast" and entry["residual"] is True
     stage = StudentStage(build_context(tiny(clips, out, student={"init": "fast", "inits": {"sr4x": "classical"}}),
                                        DistEnv()), "sr4x")
-    assert stage.init == "classical" and stage.estimate.kind == "classical"
+    assert stage.spec.init == "classical" and stage.estimate.kind == "classical"
 
 
 def test_delta_student_decodes_the_change_and_exports_its_form(uninterrupted, clips, tmp_path):
@@ -243,7 +243,7 @@ def test_delta_student_decodes_the_change_and_exports_its_form(uninterrupted, cl
     entry = read_header(out / X.EXPORT_FILE)["tasks"]["sr4x"]
     assert entry["delta"] is True and entry["residual"] is True and entry["consistency"] is False
     r = learned_restorer(build_operator("sr4x", 32, 32), out / X.EXPORT_FILE)
-    assert r.delta and r.consistency.steps == 0
+    assert r.spec.delta and r.consistency.steps == 0
     with pytest.raises(ConfigError, match="residual"):
         tiny(clips, out, student={"delta": True})
 
@@ -251,7 +251,7 @@ def test_delta_student_decodes_the_change_and_exports_its_form(uninterrupted, cl
 def test_correction_ema_student_trains_through_the_smoothing_and_exports_it(uninterrupted, clips, tmp_path):
     """correction_ema: the trainer's x_hat is the residual decoding with its change smoothed
     over the window's frames (as `vir restore` streams it), and the export carries the weight."""
-    from instantvir_cli.learned import smooth_change
+    from instantvir_cli.decoding import smooth_change
 
     src, out = uninterrupted[0], tmp_path / "e"
     out.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import CheckpointError, UsageError
 from instantvir_cli.learned import InstantViRRestorer, learned_restorer, random_restorer
 from instantvir_cli.ops import build_operator
@@ -29,7 +30,7 @@ def test_streaming_equals_whole_clip(task):
     vae, student = _models()
     op = build_operator(task, H, W)
     y = op.A(torch.rand(1, 3, 21, H, W) * 2 - 1)
-    r = InstantViRRestorer(op, vae, student, consistency_steps=0)
+    r = InstantViRRestorer(op, vae, student, DecodeSpec(consistency=0))
     x_stream = torch.cat(_stream(r, y, 5), 2)
     z = vae.encode(op.init(y))                                   # whole clip, 21 = 1 + 4 * 5 frames
     x_full = vae.decode(student.restore(z)).clamp(-1, 1)
@@ -53,7 +54,7 @@ def test_tail_is_restored_as_the_padded_clip_cropped():
     vae, student = _models()
     op = build_operator("deblur", H, W)
     y = op.A(torch.rand(1, 3, 23, H, W) * 2 - 1)
-    x_stream = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=0), y, 7), 2)
+    x_stream = torch.cat(_stream(InstantViRRestorer(op, vae, student, DecodeSpec(consistency=0)), y, 7), 2)
     padded = torch.cat([y, y[:, :, -1:].repeat(1, 1, 2, 1, 1)], 2)  # 25 = 1 + 4 * 6
     x_full = vae.decode(student.restore(vae.encode(op.init(padded)))).clamp(-1, 1)[:, :, :23]
     torch.testing.assert_close(x_stream, x_full, atol=2e-5, rtol=0)
@@ -87,8 +88,8 @@ def test_sr_consistency_step_makes_the_output_consistent():
     vae, student = _models()
     op = build_operator("sr4x", H, W)
     y = op.A(torch.rand(1, 3, 9, H, W) * 2 - 1) * 0.5
-    no_dc = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=0), y, 9), 2)
-    dc = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=1), y, 9), 2)
+    no_dc = torch.cat(_stream(InstantViRRestorer(op, vae, student, DecodeSpec(consistency=0)), y, 9), 2)
+    dc = torch.cat(_stream(InstantViRRestorer(op, vae, student, DecodeSpec(consistency=1)), y, 9), 2)
     assert (op.A(dc) - y).abs().max() < 1e-5 < (op.A(no_dc) - y).abs().max()
 
 
@@ -129,7 +130,7 @@ def test_checkpoint_without_the_task_is_refused(tmp_path):
 def test_no_checkpoint_lists_the_places_searched(tmp_path, monkeypatch):
     monkeypatch.delenv("VIR_CHECKPOINT", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    monkeypatch.setattr("instantvir_cli.models.registry._package_weights", lambda: None)
+    monkeypatch.setattr("instantvir_cli.models.lookup._package_weights", lambda: None)
     with pytest.raises(CheckpointError, match="searched") as err:
         learned_restorer(build_operator("sr4x", H, W), None)
     assert str(tmp_path) in str(err.value)
@@ -163,12 +164,12 @@ def test_residual_path_returns_the_initial_estimate_when_the_student_changes_not
     vae, student = _models()
     op = build_operator("deblur", H, W)
     y = op.A(torch.rand(1, 3, 13, H, W) * 2 - 1)
-    r = InstantViRRestorer(op, vae, _identity_student(student), consistency_steps=0, init=init, residual=True)
+    r = InstantViRRestorer(op, vae, _identity_student(student), DecodeSpec(consistency=0, init=init, residual=True))
     x = torch.cat(_stream(r, y, 4), 2)
     from instantvir_cli.estimate import InitialEstimate
 
     torch.testing.assert_close(x, InitialEstimate(init)(op, y).clamp(-1, 1), atol=1e-5, rtol=0)
-    plain = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=0, init=init), y, 4), 2)
+    plain = torch.cat(_stream(InstantViRRestorer(op, vae, student, DecodeSpec(consistency=0, init=init)), y, 4), 2)
     assert (plain - x).abs().max() > 1e-2          # the plain path decodes D(E(x0)) instead
 
 
@@ -177,7 +178,7 @@ def test_residual_path_streams_like_the_whole_clip():
     vae, student = _models()
     op = build_operator("sr4x", H, W)
     y = op.A(torch.rand(1, 3, 21, H, W) * 2 - 1)
-    r = InstantViRRestorer(op, vae, student, consistency_steps=0, init="fast", residual=True)
+    r = InstantViRRestorer(op, vae, student, DecodeSpec(consistency=0, init="fast", residual=True))
     x_stream = torch.cat(_stream(r, y, 5), 2)
     from instantvir_cli.estimate import InitialEstimate
 
@@ -195,7 +196,7 @@ def test_delta_path_streams_like_the_whole_clip(frames, chunk):
     vae, student = _models()
     op = build_operator("sr4x", H, W)
     y = op.A(torch.rand(1, 3, frames, H, W) * 2 - 1)
-    r = InstantViRRestorer(op, vae, student, consistency_steps=0, init="fast", residual=True, delta=True)
+    r = InstantViRRestorer(op, vae, student, DecodeSpec(consistency=0, init="fast", residual=True, delta=True))
     x_stream = torch.cat(_stream(r, y, chunk), 2)
     from instantvir_cli.estimate import InitialEstimate
 
@@ -214,8 +215,8 @@ def test_delta_path_returns_the_initial_estimate_when_the_student_changes_nothin
     vae, student = _models()
     op = build_operator("inpaint", H, W)
     y = op.A(torch.rand(1, 3, 17, H, W) * 2 - 1)
-    r = InstantViRRestorer(op, vae, _identity_student(student), consistency_steps=0, init="fast", residual=True,
-                           delta=True)
+    spec = DecodeSpec(consistency=0, init="fast", residual=True, delta=True)
+    r = InstantViRRestorer(op, vae, _identity_student(student), spec)
     from instantvir_cli.estimate import InitialEstimate
 
     torch.testing.assert_close(torch.cat(_stream(r, y, 7), 2), InitialEstimate("fast")(op, y).clamp(-1, 1),
@@ -223,16 +224,15 @@ def test_delta_path_returns_the_initial_estimate_when_the_student_changes_nothin
 
 
 def test_delta_without_residual_is_refused():
-    vae, student = _models()
-    with pytest.raises(UsageError, match="residual"):
-        InstantViRRestorer(build_operator("sr4x", H, W), vae, student, residual=False, delta=True)
+    with pytest.raises(ValueError, match="residual"):
+        DecodeSpec(residual=False, delta=True)
 
 
 def test_checkpoint_entry_selects_delta_decoding(tmp_path):
     path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True, delta=True)
-    assert learned_restorer(build_operator("sr4x", H, W), path).delta
+    assert learned_restorer(build_operator("sr4x", H, W), path).spec.delta
     path = save_tiny_checkpoint(tmp_path / "o.safetensors", init="fast", residual=True)
-    assert not learned_restorer(build_operator("sr4x", H, W), path).delta
+    assert not learned_restorer(build_operator("sr4x", H, W), path).spec.delta
 
 
 @torch.inference_mode()
@@ -242,9 +242,9 @@ def test_correction_ema_streams_like_the_whole_clip():
     vae, student = _models()
     op = build_operator("sr4x", H, W)
     y = op.A(torch.rand(1, 3, 23, H, W) * 2 - 1)
-    plain = torch.cat(_stream(InstantViRRestorer(op, vae, student, consistency_steps=0, init="fast",
-                                                 residual=True), y, 23), 2)
-    r = InstantViRRestorer(op, vae, student, consistency_steps=0, init="fast", residual=True, correction_ema=0.4)
+    spec = DecodeSpec(consistency=0, init="fast", residual=True)
+    plain = torch.cat(_stream(InstantViRRestorer(op, vae, student, spec), y, 23), 2)
+    r = InstantViRRestorer(op, vae, student, DecodeSpec(consistency=0, init="fast", residual=True, correction_ema=0.4))
     x_stream = torch.cat(_stream(r, y, 5), 2)
     from instantvir_cli.estimate import InitialEstimate
 
@@ -259,22 +259,21 @@ def test_correction_ema_streams_like_the_whole_clip():
 
 @pytest.mark.parametrize("kwargs", [{"correction_ema": 0.5}, {"residual": True, "correction_ema": 1.0}])
 def test_correction_ema_needs_the_residual_path_and_a_weight_below_one(kwargs):
-    vae, student = _models()
-    with pytest.raises(UsageError, match="correction_ema"):
-        InstantViRRestorer(build_operator("sr4x", H, W), vae, student, **kwargs)
+    with pytest.raises(ValueError, match="correction_ema"):
+        DecodeSpec(**kwargs)
 
 
 def test_checkpoint_entry_selects_the_correction_ema(tmp_path):
     path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True, correction_ema=0.25)
-    assert learned_restorer(build_operator("deblur", H, W), path).correction_ema == 0.25
+    assert learned_restorer(build_operator("deblur", H, W), path).spec.correction_ema == 0.25
     path = save_tiny_checkpoint(tmp_path / "o.safetensors", init="fast", residual=True)
-    assert learned_restorer(build_operator("deblur", H, W), path).correction_ema == 0.0
+    assert learned_restorer(build_operator("deblur", H, W), path).spec.correction_ema == 0.0
 
 
 @torch.inference_mode()
 def test_push_refuses_a_frame_block_of_the_wrong_shape():
     vae, student = _models()
-    r = InstantViRRestorer(build_operator("sr4x", H, W), vae, student, init="fast", residual=True)
+    r = InstantViRRestorer(build_operator("sr4x", H, W), vae, student, DecodeSpec(init="fast", residual=True))
     with pytest.raises(UsageError, match=r"\(B, C, T, H, W\)"):
         r.push(torch.rand(3, 9, H // 4, W // 4))
 
@@ -282,9 +281,9 @@ def test_push_refuses_a_frame_block_of_the_wrong_shape():
 def test_checkpoint_entry_selects_the_initial_estimate_and_residual(tmp_path):
     path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True)
     r = learned_restorer(build_operator("inpaint", H, W), path)
-    assert r.estimate.kind == "fast" and r.residual
+    assert r.estimate.kind == "fast" and r.spec.residual
     old = learned_restorer(build_operator("inpaint", H, W), save_tiny_checkpoint(tmp_path / "o.safetensors"))
-    assert old.estimate.kind == "operator" and not old.residual
+    assert old.estimate.kind == "operator" and not old.spec.residual
 
 
 def test_checkpoint_with_an_unknown_initial_estimate_is_refused(tmp_path):

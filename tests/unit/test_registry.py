@@ -14,10 +14,38 @@ import pytest
 import torch
 
 from instantvir_cli.errors import CheckpointError, ConfigError
-from instantvir_cli.models import registry as R
+from instantvir_cli.models.checkpoint import (
+    FORMAT,
+    load_checkpoint,
+    make_header,
+    read_header,
+    save_checkpoint,
+)
 from instantvir_cli.models.dit import DIT_PRESETS, DiT, DiTConfig
+from instantvir_cli.models.foreign import load_state_dict_file
 from instantvir_cli.models.layers import timestep_embedding
+from instantvir_cli.models.lookup import (
+    ENV_CHECKPOINT,
+    find_checkpoint,
+    user_checkpoint_dir,
+)
+from instantvir_cli.models.presets import (
+    build_dit,
+    config_from_dict,
+    config_to_dict,
+    dit_config,
+    preset_param_counts,
+)
+from instantvir_cli.models.strict import load_module_state
 from instantvir_cli.models.student import CausalStudent, StudentConfig
+from instantvir_cli.models.wan_keys import (
+    convert_wan_state_dict,
+    detect_wan_layout,
+    load_wan_dit,
+    to_wan_state_dict,
+    wan_config_from_state_dict,
+    wan_key,
+)
 
 TINY = replace(DIT_PRESETS["tiny"], in_channels=4, out_channels=4)
 
@@ -25,31 +53,31 @@ TINY = replace(DIT_PRESETS["tiny"], in_channels=4, out_channels=4)
 
 
 def test_preset_lookup_and_counts():
-    assert R.dit_config("tiny") is DIT_PRESETS["tiny"]
+    assert dit_config("tiny") is DIT_PRESETS["tiny"]
     with pytest.raises(ConfigError, match="unknown DiT preset 'huge'.*tiny"):
-        R.dit_config("huge")
-    counts = R.preset_param_counts()
+        dit_config("huge")
+    counts = preset_param_counts()
     assert counts["wan2.1-1.3b"] == 1_418_996_800
     assert counts["tiny"] < counts["small"] < counts["base"] < counts["wan2.1-1.3b"]
-    assert R.build_dit("tiny", "meta").patch_embed.weight.is_meta
+    assert build_dit("tiny", "meta").patch_embed.weight.is_meta
 
 
 def test_config_dict_roundtrip_rejects_unknown_keys():
-    d = R.config_to_dict(DIT_PRESETS["wan2.1-1.3b"])
+    d = config_to_dict(DIT_PRESETS["wan2.1-1.3b"])
     assert d["patch"] == [1, 2, 2] and json.loads(json.dumps(d)) == d
-    assert R.config_from_dict(DiTConfig, d) == DIT_PRESETS["wan2.1-1.3b"]
-    assert R.dit_config(d) == DIT_PRESETS["wan2.1-1.3b"]
+    assert config_from_dict(DiTConfig, d) == DIT_PRESETS["wan2.1-1.3b"]
+    assert dit_config(d) == DIT_PRESETS["wan2.1-1.3b"]
     with pytest.raises(ConfigError, match="unknown DiTConfig keys: widht"):
-        R.config_from_dict(DiTConfig, {**d, "widht": 3})
+        config_from_dict(DiTConfig, {**d, "widht": 3})
     with pytest.raises(ConfigError, match="invalid DiTConfig"):
-        R.config_from_dict(DiTConfig, {**d, "heads": 7})
+        config_from_dict(DiTConfig, {**d, "heads": 7})
 
 
 # ------------------------------------------------------------------ checkpoint files
 
 
 def header_for(cfg=TINY):
-    return R.make_header(
+    return make_header(
         dit=cfg, dit_preset="tiny", student=StudentConfig(), task="inpaint",
         operator={"task": "inpaint", "seed": 0}, t_star=522.0, provenance={"steps": 0},
     )
@@ -58,16 +86,16 @@ def header_for(cfg=TINY):
 def test_save_load_roundtrip(tmp_path):
     model = CausalStudent(TINY)
     extra = {"w": torch.arange(6.0).view(2, 3)}
-    path = R.save_checkpoint(tmp_path / "sub" / "m.safetensors", {"student": model.state_dict(), "vae": extra}, header_for())
+    path = save_checkpoint(tmp_path / "sub" / "m.safetensors", {"student": model.state_dict(), "vae": extra}, header_for())
     assert path.is_file() and list(path.parent.iterdir()) == [path]       # no temp file left behind
-    ck = R.load_checkpoint(path)
+    ck = load_checkpoint(path)
     h = ck.header
-    assert h["format"] == R.FORMAT and h["task"] == "inpaint" and h["t_star"] == 522.0
-    assert h["dit"] == R.config_to_dict(TINY) and h["student"]["block_frames"] == 3
+    assert h["format"] == FORMAT and h["task"] == "inpaint" and h["t_star"] == 522.0
+    assert h["dit"] == config_to_dict(TINY) and h["student"]["block_frames"] == 3
     assert h["modules"]["vae"] == {"tensors": 1, "params": 6} and "created" in h and "vir_version" in h
-    assert R.read_header(path) == h
+    assert read_header(path) == h
     assert torch.equal(ck.state_dict("vae")["w"], extra["w"])
-    rebuilt = R.load_module_state(CausalStudent(R.dit_config(h["dit"])), ck.state_dict("student"), "student")
+    rebuilt = load_module_state(CausalStudent(dit_config(h["dit"])), ck.state_dict("student"), "student")
     for a, b in zip(rebuilt.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(CheckpointError, match="no module 'critic'"):
@@ -76,20 +104,20 @@ def test_save_load_roundtrip(tmp_path):
 
 def test_meta_model_gets_weights_assigned(tmp_path):
     src = DiT(TINY)
-    meta = R.build_dit(TINY, "meta")
-    R.load_module_state(meta, src.state_dict())
+    meta = build_dit(TINY, "meta")
+    load_module_state(meta, src.state_dict())
     assert not any(p.is_meta for p in meta.parameters())
 
 
 def test_save_is_atomic(tmp_path):
     path = tmp_path / "m.safetensors"
-    R.save_checkpoint(path, {"a": {"x": torch.zeros(2)}}, {"task": "sr4x"})
+    save_checkpoint(path, {"a": {"x": torch.zeros(2)}}, {"task": "sr4x"})
     before = path.read_bytes()
     with pytest.raises(ValueError, match="JSON"):
-        R.save_checkpoint(path, {"a": {"x": torch.ones(2)}}, {"bad": object()})
+        save_checkpoint(path, {"a": {"x": torch.ones(2)}}, {"bad": object()})
     assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
-    R.save_checkpoint(path, {"a": {"x": torch.ones(2)}}, {"task": "deblur"})  # overwrite in place
-    assert R.read_header(path)["task"] == "deblur"
+    save_checkpoint(path, {"a": {"x": torch.ones(2)}}, {"task": "deblur"})  # overwrite in place
+    assert read_header(path)["task"] == "deblur"
 
 
 def test_strict_loading_names_every_problem():
@@ -100,7 +128,7 @@ def test_strict_loading_names_every_problem():
     broken["blocks.9.extra"] = torch.zeros(1)
     broken["final.linear.bias"] = torch.zeros(3)
     with pytest.raises(CheckpointError) as err:
-        R.load_module_state(model, broken, "student")
+        load_module_state(model, broken, "student")
     msg = str(err.value)
     assert "missing keys (1): blocks.1.attn.q.weight" in msg
     assert "unexpected keys (1): blocks.9.extra" in msg
@@ -112,20 +140,20 @@ def test_bad_files_raise_checkpoint_error(tmp_path):
     from safetensors.torch import save_file
 
     with pytest.raises(CheckpointError, match="not found"):
-        R.load_checkpoint(tmp_path / "none.safetensors")
+        load_checkpoint(tmp_path / "none.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(CheckpointError, match="not a readable"):
-        R.load_checkpoint(junk)
+        load_checkpoint(junk)
     foreign = tmp_path / "foreign.safetensors"
     save_file({"x": torch.zeros(1)}, str(foreign))
     with pytest.raises(CheckpointError, match="without a vir header"):
-        R.load_checkpoint(foreign)
-    assert set(R.load_state_dict_file(foreign)) == {"x"}                   # fine as foreign weights
+        load_checkpoint(foreign)
+    assert set(load_state_dict_file(foreign)) == {"x"}                   # fine as foreign weights
     other = tmp_path / "other.safetensors"
     save_file({"x": torch.zeros(1)}, str(other), metadata={"vir": json.dumps({"format": "someone-else/9"})})
     with pytest.raises(CheckpointError, match="unsupported checkpoint format"):
-        R.read_header(other)
+        read_header(other)
 
 
 class _Exploit:
@@ -147,7 +175,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, suffix):
     raw.write_bytes(pickle.dumps(_Exploit(marker)))
     for path in (evil, raw):
         with pytest.raises(CheckpointError, match="refused to load: a pickled checkpoint may hold only tensors"):
-            R.load_state_dict_file(path)
+            load_state_dict_file(path)
     assert not marker.exists()
 
 
@@ -157,12 +185,12 @@ def test_plain_pickled_state_dicts_load(tmp_path):
     torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "nested.ckpt")
     torch.save({"generator": {"model.a": sd["a"], "model.b": sd["b"]}}, tmp_path / "causvid.pt")
     for name in ("flat.pt", "nested.ckpt"):
-        out = R.load_state_dict_file(tmp_path / name)
+        out = load_state_dict_file(tmp_path / name)
         assert out.keys() == sd.keys() and torch.equal(out["a"], sd["a"])
-    assert set(R.load_state_dict_file(tmp_path / "causvid.pt")) == {"model.a", "model.b"}
+    assert set(load_state_dict_file(tmp_path / "causvid.pt")) == {"model.a", "model.b"}
     (tmp_path / "x.npz").write_bytes(b"0")
     with pytest.raises(CheckpointError, match="unknown weights format"):
-        R.load_state_dict_file(tmp_path / "x.npz")
+        load_state_dict_file(tmp_path / "x.npz")
 
 
 def test_sharded_safetensors_index(tmp_path):
@@ -172,7 +200,7 @@ def test_sharded_safetensors_index(tmp_path):
     save_file({"b": torch.ones(2)}, str(tmp_path / "m-2.safetensors"))
     index = {"weight_map": {"a": "m-1.safetensors", "b": "m-2.safetensors"}}
     (tmp_path / "m.safetensors.index.json").write_text(json.dumps(index))
-    assert set(R.load_state_dict_file(tmp_path)) == {"a", "b"}
+    assert set(load_state_dict_file(tmp_path)) == {"a", "b"}
 
 
 # ---------------------------------------------------------------- checkpoint lookup
@@ -181,7 +209,7 @@ def test_sharded_safetensors_index(tmp_path):
 @pytest.fixture
 def lookup_env(tmp_path, monkeypatch):
     """Empty user data folder and package folder under tmp_path; no $VIR_CHECKPOINT."""
-    monkeypatch.delenv(R.ENV_CHECKPOINT, raising=False)
+    monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     pkg = tmp_path / "pkg"
     (pkg / "weights").mkdir(parents=True)
@@ -201,40 +229,40 @@ def touch(path: Path, mtime: float | None = None) -> Path:
 def test_find_checkpoint_order(lookup_env, monkeypatch):
     tmp = lookup_env
     with pytest.raises(CheckpointError) as err:
-        R.find_checkpoint(None)
+        find_checkpoint(None)
     msg = str(err.value)
     for place in ("--checkpoint", "$VIR_CHECKPOINT", str(tmp / "xdg" / "vir" / "checkpoints"), "instantvir_cli/weights"):
         assert place in msg
 
     pkg = touch(tmp / "pkg" / "weights" / "default.safetensors")
-    assert R.find_checkpoint(None) == pkg
-    user_dir = R.user_checkpoint_dir()
+    assert find_checkpoint(None) == pkg
+    user_dir = user_checkpoint_dir()
     assert user_dir == tmp / "xdg" / "vir" / "checkpoints"
     now = time.time()
     old = touch(user_dir / "old.safetensors", now - 100)
     new = touch(user_dir / "new.safetensors", now)
-    assert R.find_checkpoint(None) == new                                  # newest in the user folder
+    assert find_checkpoint(None) == new                                  # newest in the user folder
     os.utime(old, (now + 50, now + 50))
-    assert R.find_checkpoint(None) == old
+    assert find_checkpoint(None) == old
     default = touch(user_dir / "default.safetensors", now - 1000)
-    assert R.find_checkpoint(None) == default                              # default.safetensors wins
+    assert find_checkpoint(None) == default                              # default.safetensors wins
     env = touch(tmp / "env.safetensors")
-    monkeypatch.setenv(R.ENV_CHECKPOINT, str(env))
-    assert R.find_checkpoint(None) == env
+    monkeypatch.setenv(ENV_CHECKPOINT, str(env))
+    assert find_checkpoint(None) == env
     explicit = touch(tmp / "explicit.safetensors")
-    assert R.find_checkpoint(explicit) == explicit
-    assert R.find_checkpoint(user_dir) == default                          # a folder is searched
+    assert find_checkpoint(explicit) == explicit
+    assert find_checkpoint(user_dir) == default                          # a folder is searched
     with pytest.raises(CheckpointError, match="given with --checkpoint"):
-        R.find_checkpoint(tmp / "missing.safetensors")
-    monkeypatch.setenv(R.ENV_CHECKPOINT, str(tmp / "gone.safetensors"))
+        find_checkpoint(tmp / "missing.safetensors")
+    monkeypatch.setenv(ENV_CHECKPOINT, str(tmp / "gone.safetensors"))
     with pytest.raises(CheckpointError, match=r"from \$VIR_CHECKPOINT"):
-        R.find_checkpoint(None)
+        find_checkpoint(None)
 
 
 def test_home_fallback(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert R.user_checkpoint_dir() == tmp_path / ".local" / "share" / "vir" / "checkpoints"
+    assert user_checkpoint_dir() == tmp_path / ".local" / "share" / "vir" / "checkpoints"
 
 
 # ------------------------------------------------------------------ Wan2.1 key maps
@@ -314,10 +342,10 @@ def diffusers_reference(sd=None):
 def test_diffusers_layout_matches_diffusers_model():
     ref, fp32_sinusoid = diffusers_reference()
     sd = ref.state_dict()
-    assert R.detect_wan_layout(sd) == "diffusers"
-    cfg = R.wan_config_from_state_dict(sd, heads=2)
+    assert detect_wan_layout(sd) == "diffusers"
+    cfg = wan_config_from_state_dict(sd, heads=2)
     assert (cfg.dim, cfg.depth, cfg.heads, cfg.ffn_dim, cfg.text_dim, cfg.in_channels) == (24, 2, 2, 32, 16, 4)
-    ours = R.load_module_state(R.build_dit(cfg, "meta"), R.convert_wan_state_dict(sd, cfg)).eval()
+    ours = load_module_state(build_dit(cfg, "meta"), convert_wan_state_dict(sd, cfg)).eval()
     g = torch.Generator().manual_seed(1)
     z, ctx = torch.randn(2, 4, 3, 16, 16, generator=g), torch.randn(2, 12, 16, generator=g)
     t = torch.tensor([999.0, 347.5])
@@ -334,7 +362,7 @@ def test_diffusers_layout_matches_diffusers_model():
         want = ref(z, t, ctx, return_dict=False)[0]
     torch.testing.assert_close(got, want, atol=2e-3, rtol=1e-4)
     assert (timestep_embedding(t, 256).float() - fp32_sinusoid(t)).abs().max() < 1e-4
-    back = R.to_wan_state_dict(ours.state_dict(), "diffusers")
+    back = to_wan_state_dict(ours.state_dict(), "diffusers")
     assert back.keys() == sd.keys()
 
 
@@ -344,10 +372,10 @@ def test_original_layout_roundtrip_against_diffusers():
 
     orig = wan_original_state_dict(dim=24, ffn=32, text_dim=16, freq_dim=256, cin=4, cout=4, depth=2)
     comfy = {f"model.diffusion_model.{k}": v for k, v in orig.items()}
-    assert R.detect_wan_layout(orig) == "original"
-    cfg = R.wan_config_from_state_dict(comfy, heads=2)
-    ours = R.load_module_state(R.build_dit(cfg, "meta"), R.convert_wan_state_dict(comfy, cfg)).eval()
-    assert R.to_wan_state_dict(ours.state_dict(), "original").keys() == orig.keys()
+    assert detect_wan_layout(orig) == "original"
+    cfg = wan_config_from_state_dict(comfy, heads=2)
+    ours = load_module_state(build_dit(cfg, "meta"), convert_wan_state_dict(comfy, cfg)).eval()
+    assert to_wan_state_dict(ours.state_dict(), "original").keys() == orig.keys()
     # the same original weights through diffusers' own converter into diffusers' model
     ref, _ = diffusers_reference(convert_wan_transformer_to_diffusers(dict(orig)))
     g = torch.Generator().manual_seed(2)
@@ -360,22 +388,22 @@ def test_original_layout_roundtrip_against_diffusers():
 
 def test_wan_maps_are_strict_and_name_wan_keys():
     orig = wan_original_state_dict(dim=24, ffn=32, text_dim=16, freq_dim=256, cin=4, cout=4, depth=2)
-    cfg = R.wan_config_from_state_dict(orig, heads=2)
+    cfg = wan_config_from_state_dict(orig, heads=2)
     bad = dict(orig)
     del bad["blocks.1.norm3.bias"]
     bad["blocks.0.cross_attn.k_img.weight"] = torch.zeros(24, 24)
     bad["head.modulation"] = torch.zeros(1, 3, 24)
     with pytest.raises(CheckpointError) as err:
-        R.convert_wan_state_dict(bad, cfg)
+        convert_wan_state_dict(bad, cfg)
     msg = str(err.value)
     assert "missing keys (1): blocks.1.norm3.bias" in msg
     assert "unexpected keys (1): blocks.0.cross_attn.k_img.weight" in msg
     assert "head.modulation: checkpoint (1, 3, 24) vs model (1, 2, 24)" in msg
     with pytest.raises(CheckpointError, match="not a Wan2.1"):
-        R.detect_wan_layout({"x": torch.zeros(1)})
+        detect_wan_layout({"x": torch.zeros(1)})
     no_text = replace(cfg, text_dim=0)                                     # our model can't take text keys
     with pytest.raises(CheckpointError, match="unexpected keys"):
-        R.convert_wan_state_dict(orig, no_text)
+        convert_wan_state_dict(orig, no_text)
 
 
 def test_load_wan_dit_from_file(tmp_path):
@@ -384,34 +412,34 @@ def test_load_wan_dit_from_file(tmp_path):
     orig = wan_original_state_dict(dim=24, ffn=32, text_dim=16, freq_dim=256, cin=4, cout=4, depth=2)
     save_file(orig, str(tmp_path / "wan.safetensors"))
     torch.save(orig, tmp_path / "wan.pth")
-    a = R.load_wan_dit(tmp_path / "wan.safetensors", heads=2)
-    b = R.load_wan_dit(tmp_path / "wan.pth", heads=2)
+    a = load_wan_dit(tmp_path / "wan.safetensors", heads=2)
+    b = load_wan_dit(tmp_path / "wan.pth", heads=2)
     assert a.config == b.config and a.config.heads == 2
     assert torch.equal(a.blocks[1].cross.norm_k.weight, orig["blocks.1.cross_attn.norm_k.weight"])
     assert torch.equal(b.final.modulation, orig["head.modulation"])
 
 
 def test_wan_names_of_the_full_size_model():
-    sd = R.build_dit("wan2.1-1.3b", "meta").state_dict()
-    orig = {R.wan_key(k, "original") for k in sd}
-    diff = {R.wan_key(k, "diffusers") for k in sd}
+    sd = build_dit("wan2.1-1.3b", "meta").state_dict()
+    orig = {wan_key(k, "original") for k in sd}
+    diff = {wan_key(k, "diffusers") for k in sd}
     assert len(orig) == len(diff) == len(sd) == 825
     assert {"blocks.29.ffn.2.bias", "head.modulation", "blocks.0.norm3.weight"} <= orig
     assert {"blocks.29.ffn.net.2.bias", "scale_shift_table", "blocks.0.norm2.weight", "blocks.3.attn1.to_out.0.weight"} <= diff
 
 
 def test_int8_storage_round_trip_is_close_and_four_times_smaller(tmp_path):
-    from instantvir_cli.models.registry import INT8_MIN_NUMEL
+    from instantvir_cli.models.checkpoint import INT8_MIN_NUMEL
 
     g = torch.Generator().manual_seed(0)
     sd = {"big.weight": torch.randn(64, 256, generator=g), "conv.weight": torch.randn(32, 1, 3, 3, 3, generator=g) * 5,
           "small.weight": torch.randn(4, 4, generator=g), "bias": torch.randn(256, generator=g),
           "steps": torch.tensor([3, 4])}
     header = {"provenance": {"recipe": "test"}}
-    full = R.save_checkpoint(tmp_path / "a.safetensors", {"m": sd}, header)
-    small = R.save_checkpoint(tmp_path / "b.safetensors", {"m": sd}, header, storage="int8")
+    full = save_checkpoint(tmp_path / "a.safetensors", {"m": sd}, header)
+    small = save_checkpoint(tmp_path / "b.safetensors", {"m": sd}, header, storage="int8")
     assert small.stat().st_size < 0.4 * full.stat().st_size
-    ck = R.load_checkpoint(small)
+    ck = load_checkpoint(small)
     assert ck.header["storage"] == "int8" and ck.header["provenance"] == header["provenance"]
     assert set(ck.state_dict("m")) == set(sd)
     for k, v in sd.items():
@@ -432,7 +460,7 @@ def test_compact_export_restores_like_the_original(tmp_path):
 
     src = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True)
     dst = compact_checkpoint(src, tmp_path / "c.safetensors")
-    h0, h1 = R.read_header(src), R.read_header(dst)
+    h0, h1 = read_header(src), read_header(dst)
     assert h1["storage"] == "int8" and h1["tasks"] == h0["tasks"] and h1["vae"] == h0["vae"]
     op = build_operator("sr4x", 32, 48)
     y = op.A(torch.rand(1, 3, 9, 32, 48) * 2 - 1)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from instantvir_cli.learned import learned_restorer
-from instantvir_cli.models.registry import find_checkpoint, read_header
+from instantvir_cli.models.checkpoint import read_header
+from instantvir_cli.models.lookup import find_checkpoint
 from instantvir_cli.ops import build_operator
 
 HELD_OUT = ("carphone_pristine", "bigbuckbunny")

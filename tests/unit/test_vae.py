@@ -9,10 +9,21 @@ import torch
 import torch.nn.functional as F
 
 from instantvir_cli.errors import CheckpointError
-from instantvir_cli.models.vae import (VAE_PRESETS, LeanVAE, VAEConfig, VAEStreamState,
-                                       haar_dwt, haar_idwt, kl_divergence,
-                                       leanvae_state_dict_from_published, load_published_leanvae,
-                                       vae_config, vae_config_from_published_args)
+from instantvir_cli.models.leanvae_keys import (
+    leanvae_state_dict_from_published,
+    load_published_leanvae,
+    vae_config_from_published_args,
+)
+from instantvir_cli.models.vae import (
+    VAE_PRESETS,
+    LeanVAE,
+    VAEConfig,
+    VAEStreamState,
+    haar_dwt,
+    haar_idwt,
+    kl_divergence,
+    vae_config,
+)
 from instantvir_cli.models.wavelet import patchify
 
 TINY = VAE_PRESETS["tiny"]

@@ -1,0 +1,87 @@
+"""Reading foreign weight files safely: safetensors (single, sharded, a diffusers folder) and
+pickled `.pt` / `.pth` / `.ckpt` / `.bin` ONLY through `torch.load(weights_only=True)`, which
+refuses any pickle that would run code."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError
+
+FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def check_file(path: Path) -> Path:
+    """`path` if it is a file, else CheckpointError("checkpoint not found")."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    """The tensor dict inside a pickled checkpoint ({'state_dict': ...}, {'model': ...}, ...)."""
+    for _ in range(4):
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+            return dict(obj)
+        if isinstance(obj, Mapping):
+            inner = [obj[k] for k in ("state_dict", "model", "module", "generator", "ema") if isinstance(obj.get(k), Mapping)]
+            if inner:
+                obj = inner[0]
+                continue
+        break
+    raise CheckpointError(f"{path}: no state dict of tensors found in the file")
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a foreign weights file, on the CPU.
+
+    `.safetensors`; a sharded `*.safetensors.index.json` (or a folder holding one, such as
+    diffusers' `transformer/`); or `.pt` / `.pth` / `.ckpt` / `.bin` through
+    `torch.load(weights_only=True)` only: a pickle that would run code is refused.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.safetensors"))
+        if len(found) != 1:
+            raise CheckpointError(f"{path}: expected one *.safetensors or *.safetensors.index.json, found {len(found)}")
+        path = found[0]
+    check_file(path)
+    try:
+        if path.name.endswith(".index.json"):
+            index = json.loads(path.read_text())
+            out: dict[str, Tensor] = {}
+            for shard in sorted(set(index["weight_map"].values())):
+                out.update(load_file(str(path.parent / shard)))
+            return out
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{path}: cannot read weights ({err})") from err
+    if path.suffix in FOREIGN_SUFFIXES:
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:
+            lines = [ln.strip() for ln in str(err).splitlines()]
+            why = next((ln for ln in lines if "Unsupported" in ln or "error:" in ln), type(err).__name__)
+            raise CheckpointError(
+                f"{path}: refused to load: a pickled checkpoint may hold only tensors and plain "
+                f"containers, and this one holds more ({why.split(' Please')[0][:200]})"
+            ) from err
+        return _unwrap(obj, path)
+    raise CheckpointError(f"{path}: unknown weights format {path.suffix!r} (use .safetensors, .pt, .pth, .ckpt)")
+
+
+__all__ = ["FOREIGN_SUFFIXES", "check_file", "load_state_dict_file"]
