@@ -61,7 +61,9 @@ def test_restore_reads_the_sidecar(bikes_mp4, tmp_path):
     assert quality.exit_code == 0, quality.stderr
     scores = json.loads(quality.stdout)
     assert set(scores) >= {"psnr", "ssim", "flicker", "frames"}
-    assert scores["frames"] == 250 and scores["psnr"] > 22
+    # measured 32.02 dB, SSIM 0.8755 (the classical sr4x through an ultrafast H.264 encode)
+    print(f"bikes, sr4x, classical: {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}")
+    assert scores["frames"] == 250 and scores["psnr"] > 31.7 and scores["ssim"] > 0.865
 
 
 def test_restore_bunny_keeps_audio_packets_bit_identical(bunny_mp4, tmp_path):
@@ -107,7 +109,10 @@ def test_bench_speed_json(task):
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["task"] == task and data["frames"] == 5
-    assert data["e2e_fps"] > 0 and set(data["stages"]) >= {"decode", "restore", "encode"}
+    st = data["stages"]
+    assert set(st) >= {"decode", "restore", "encode"} and all(st[k] > 0 for k in ("decode", "restore", "encode")), st
+    assert st["decode"] + st["restore"] + st["encode"] <= data["seconds"] * (1 + 1e-6), (st, data["seconds"])
+    assert 0 < data["e2e_fps"] <= data["model_fps"]            # the whole run holds the restorer
 
 
 def test_inpaint_with_a_mask_video_keeps_each_frames_observed_pixels(clip_testsrc_audio, tmp_path):

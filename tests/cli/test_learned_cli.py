@@ -71,8 +71,16 @@ def test_bench_random_presets_json():
     assert d["precision"] == ("fp32, student linears int8" if int8_available() else "fp32")   # the CPU's auto
     for key in ("e2e_fps", "model_fps", "first_frame_s", "peak_rss_mb", "stages"):
         assert key in d
-    for stage in ("decode", "init", "vae_encode", "student", "vae_decode", "consistency", "encode"):
-        assert d["stages"][stage] >= 0
+    st = d["stages"]
+    # every stage that computes takes time (deblur's operator estimate is the measurement itself: a copy)
+    assert all(st[k] > 0 for k in ("decode", "restore", "encode", "vae_encode", "student", "vae_decode",
+                                   "consistency")), st
+    assert st["init"] >= 0
+    # the restorer's stages are timed inside `restore`, and decode, restore, encode inside the run
+    inside = sum(st[k] for k in ("init", "vae_encode", "student", "vae_decode", "consistency"))
+    assert inside <= st["restore"] * (1 + 1e-6), st
+    assert st["decode"] + st["restore"] + st["encode"] <= d["seconds"] * (1 + 1e-6), (st, d["seconds"])
+    assert 0 < d["first_frame_s"] <= d["seconds"] and d["e2e_fps"] <= d["model_fps"]
 
 
 @pytest.mark.parametrize("delta", [[], ["--delta"]])
@@ -103,13 +111,15 @@ def test_bench_without_checkpoint_is_an_error(no_default_checkpoint):
 
 
 def test_bench_compare_wan_vae():
-    pytest.importorskip("diffusers")
+    import diffusers  # noqa: F401  (a test dependency: missing, this fails rather than skips)
+
     result = vir("bench", "--resolution", "64x48", "--frames", "5", "--arch", "tiny", "--vae", "tiny",
                  "--task", "sr4x", "--compare", "wan-vae", "--json")
     assert result.exit_code == 0, result.stderr
     c = json.loads(result.stdout)["compare"]
     assert c["vae"] == "tiny" and c["vae_frames"] == 5
-    assert c["wan_vae_s"] > 0 and c["vae_s"] > 0 and c["vae_speedup"] == pytest.approx(c["wan_vae_s"] / c["vae_s"])
+    # Wan2.1's full-size VAE against the tiny preset on the same frames: ours is the faster one
+    assert 0 < c["vae_s"] < c["wan_vae_s"] and c["vae_speedup"] > 1, c
 
 
 def test_bf16_on_cpu_is_refused(clip_odd, tiny_ckpt, tmp_path):

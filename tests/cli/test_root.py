@@ -35,7 +35,9 @@ def test_each_command_has_help():
 def test_console_script_entry_point_resolves():
     (ep,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "vir"]
     assert ep.value == "instantvir_cli.cli:app"
-    assert ep.load() is not None
+    from instantvir_cli.cli import app
+
+    assert ep.load() is app
 
 
 def test_python_dash_m_runs():

@@ -40,7 +40,11 @@ def test_beats_init(clip, task, opts):
     assert x.shape == clip.shape and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1
     gain = psnr(clip, x) - psnr(clip, op.init(y))
-    assert gain > {"inpaint": 10.0, "deblur": 2.0, "sr4x": 0.2}[task], gain
+    # measured: inpaint 32.59 dB (+16.33 over op.init), deblur 28.62 (+3.50), sr4x 27.76 (+0.36),
+    # with the bicubic kernel 27.90 (+0.46)
+    print(f"{task} {opts}: {psnr(clip, x):.2f} dB, {gain:+.2f} over op.init")
+    want = {"inpaint": 16.0, "deblur": 3.2, "sr4x": 0.4 if opts.get("kernel") == "bicubic" else 0.3}[task]
+    assert gain > want, gain
 
 
 @pytest.mark.parametrize("task", ["inpaint", "deblur"])
@@ -48,7 +52,9 @@ def test_beats_init_with_noise(clip, task):
     op = build_operator(task, 96, 128, sigma_y=0.05)
     y = quantize(op.measure(clip, generator=torch.Generator().manual_seed(0)))
     x = classical_restorer(op).push(y)
-    assert psnr(clip, x) > psnr(clip, op.init(y)) + 1.0
+    gain = psnr(clip, x) - psnr(clip, op.init(y))
+    print(f"{task}, sigma_y 0.05: {psnr(clip, x):.2f} dB, {gain:+.2f} over op.init")   # measured +14.32, +2.37
+    assert gain > {"inpaint": 13.8, "deblur": 2.1}[task], gain
 
 
 def test_sr_is_consistent_with_measurement(clip):
@@ -74,7 +80,7 @@ def test_inpaint_large_holes_and_mask_video(clip):
     y = op.A(clip)
     x = classical_restorer(op).push(y)
     assert torch.isfinite(x).all()
-    assert psnr(clip, x) > psnr(clip, y) + 5
+    assert psnr(clip, x) > psnr(clip, y) + 6.5        # measured 25.89 dB against 18.96 with the holes grey
     video = torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(0)) > 0.5
     restorer = classical_restorer(op)
     outs = []
