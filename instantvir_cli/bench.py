@@ -35,6 +35,7 @@ from instantvir_cli.video import (
     probe,
     write_synthetic_clip,
 )
+from instantvir_cli.vmaf import vmaf_score, vmaf_unavailable
 
 
 @dataclass
@@ -72,10 +73,13 @@ class SpeedReport:
 
 @dataclass
 class QualityReport(Quality):
-    """`metrics.Quality` of a test video against its reference, with both paths."""
+    """`metrics.Quality` of a test video against its reference, with both paths, and VMAF
+    (model vmaf_v0.6.1, mean over frames; None with `vmaf_note` saying why where unavailable)."""
 
     reference: str = ""
     test: str = ""
+    vmaf: float | None = None
+    vmaf_note: str = ""
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -256,9 +260,11 @@ def compare_wan_vae(width: int, height: int, frames: int, vae_preset: str) -> di
 
 @torch.inference_mode()
 def bench_quality(
-    reference: Path, test: Path, on_progress: Callable[[int, int | None], None] | None = None
+    reference: Path, test: Path, on_progress: Callable[[int, int | None], None] | None = None,
+    with_vmaf: bool = True,
 ) -> QualityReport:
-    """PSNR / SSIM / flicker of `test` against `reference`, frame by frame, streamed."""
+    """PSNR / SSIM / flicker of `test` against `reference`, frame by frame, streamed; then VMAF
+    (`vmaf.vmaf_score`, a second pass through ffmpeg) unless `with_vmaf` is False."""
     for p in (reference, test):
         check_input_path(p)
     ref_info, test_info = probe(reference), probe(test)
@@ -281,8 +287,15 @@ def bench_quality(
             if on_progress and done % 8 == 0:
                 on_progress(done, ref_info.frames)
     r = meter.result()
+    vmaf, note = None, vmaf_unavailable() or ""
+    if with_vmaf and not note:
+        try:
+            vmaf = vmaf_score(reference, test, threads=torch.get_num_threads())
+        except RuntimeError as err:
+            note = str(err)
     return QualityReport(psnr=r.psnr, ssim=r.ssim, flicker=r.flicker, frames=r.frames,
-                         reference=str(reference), test=str(test))
+                         reference=str(reference), test=str(test), vmaf=vmaf,
+                         vmaf_note=note if with_vmaf else "not asked for")
 
 
 def _frames(reader: VideoReader):

@@ -57,7 +57,8 @@ def bench(
     precision: opt.Precision = "auto",
     quality: Annotated[
         Optional[tuple[Path, Path]],
-        typer.Option("--quality", help="Measure PSNR/SSIM/flicker of TEST against REF instead of timing.",
+        typer.Option("--quality", help="Measure PSNR/SSIM/flicker and VMAF (vmaf_v0.6.1) of TEST against REF "
+                     "instead of timing.",
                      metavar="REF TEST", show_default=False),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
@@ -82,8 +83,9 @@ def bench(
             if as_json:
                 print(json.dumps(q.as_dict(), indent=2))
             else:
+                vmaf = f"VMAF {q.vmaf:.2f}" if q.vmaf is not None else f"VMAF n/a ({q.vmaf_note})"
                 out_console.print(
-                    f"PSNR {q.psnr:.2f} dB  SSIM {q.ssim:.4f}  flicker {q.flicker:.3f}  ({q.frames} frames)"
+                    f"PSNR {q.psnr:.2f} dB  SSIM {q.ssim:.4f}  flicker {q.flicker:.3f}  {vmaf}  ({q.frames} frames)"
                 )
             return
         width, height = parse_resolution(resolution)
