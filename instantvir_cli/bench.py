@@ -17,10 +17,11 @@ from typing import Callable
 
 import torch
 
+from instantvir_cli.cpu import cpu_info
 from instantvir_cli.degrade import DegradeOptions, degrade_video
 from instantvir_cli.dps import dps_restore
 from instantvir_cli.errors import UsageError
-from instantvir_cli.learned import learned_restorer, precision_label, random_restorer
+from instantvir_cli.learned import learned_restorer, random_restorer
 from instantvir_cli.metrics import Quality, QualityMeter
 from instantvir_cli.models.checkpoint import read_header
 from instantvir_cli.models.dit import DiT
@@ -66,9 +67,16 @@ class SpeedReport:
     threads: int = field(default_factory=torch.get_num_threads)
     compare: dict[str, float | str] = field(default_factory=dict)
     precision: str = "fp32"
+    cpu: str = field(default_factory=lambda: cpu_info().describe())
+    kernels: str = ""
+
+    @property
+    def time_ratio(self) -> float:
+        """Restore time over the same clip's plain decode + encode time: passthrough / e2e fps."""
+        return self.passthrough_fps / self.e2e_fps if self.e2e_fps > 0 else float("nan")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "time_ratio": self.time_ratio}
 
 
 @dataclass
@@ -143,7 +151,6 @@ def bench_speed(
         if "wan-vae" in compare_with:
             compare.update(compare_wan_vae(width, height, frames, opts.vae or _vae_of(opts)))
     restore_s = report.stages.get("restore", 0.0)
-    precision = "fp32" if opts.model == "classical" else precision_label(opts.precision, opts.device)
     return SpeedReport(
         task=task,
         model=model,
@@ -159,8 +166,20 @@ def bench_speed(
         stages=report.stages,
         passthrough_fps=base,
         compare=compare,
-        precision=precision,
+        precision=report.precision,
+        kernels=kernels_used(report.precision, opts.device),
     )
+
+
+def kernels_used(precision: str, device: str) -> str:
+    """Which kernels ran, in words: torch's CPU dispatch level, and the int8 engine when used."""
+    if torch.device(device).type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(torch.device(device))})"
+    words = f"fp32 {cpu_info().torch_capability}"
+    if "int8" in precision:
+        words += f", int8 {torch.backends.quantized.engine} engine" + (
+            " (VNNI)" if {"avx512_vnni", "avx_vnni"} & set(cpu_info().isa) else " (no VNNI)")
+    return words
 
 
 def peak_rss_mb() -> float:

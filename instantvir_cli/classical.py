@@ -85,6 +85,7 @@ class FrameRestorer:
 
     name = "classical"
     threads: int | None = None
+    precision = "fp32"
     frames_per_step = 1
 
     def __init__(self, op: Operator) -> None:

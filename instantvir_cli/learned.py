@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from instantvir_cli.errors import CheckpointError, UsageError
 from instantvir_cli.decoding import DecodeSpec, decode_student
+from instantvir_cli.errors import CheckpointError, UsageError
 from instantvir_cli.estimate import InitialEstimate
 from instantvir_cli.models.checkpoint import load_checkpoint
-from instantvir_cli.models.int8 import int8_available, quantize_linears
+from instantvir_cli.models.dit import DiTConfig
+from instantvir_cli.models.int8 import int8_available, int8_pays, is_quantized, quantize_linears
 from instantvir_cli.models.lookup import find_checkpoint
 from instantvir_cli.models.presets import config_from_dict, dit_config
 from instantvir_cli.models.strict import load_module_state
@@ -60,16 +61,19 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
-def student_int8(precision: str, device: str | torch.device) -> bool:
-    """Whether the student's block linears run in dynamic int8 (`models.int8`): with int8, and
-    with auto on a CPU whose torch has a quantized engine. The rest stays fp32."""
+def student_int8(precision: str, device: str | torch.device, config: DiTConfig | None = None) -> bool:
+    """Whether the student's block linears run in dynamic int8 (`models.int8`): with int8; with
+    auto on a CPU whose torch has a quantized engine and where int8 measured faster than fp32 for
+    a student of this `config`'s widths (`int8_pays`; without a config, no int8). The rest stays fp32."""
     device = torch.device(device)
     autocast_dtype(precision, device)                   # validates the name and the device
     if precision == "int8":
         if not int8_available():
             raise UsageError("this torch build has no quantized CPU engine for int8: use fp32")
         return True
-    return precision == "auto" and device.type == "cpu" and int8_available()
+    if precision != "auto" or device.type != "cpu" or config is None or not int8_available():
+        return False
+    return int8_pays(config.dim, config.ffn_dim).faster
 
 
 def operator_norm_sq(op: Operator, shape: tuple[int, ...], device: torch.device, iters: int = 20) -> float:
@@ -138,6 +142,7 @@ class InstantViRRestorer:
 
     name = "instantvir"
     threads: int | None = None      # torch's own thread count
+    precision: str                  # how it runs, in words (`precision_label`)
 
     def __init__(self, op: Operator, vae: LeanVAE, student: CausalStudent, spec: DecodeSpec = DecodeSpec(),
                  context: torch.Tensor | None = None, precision: str = "auto"):
@@ -147,6 +152,7 @@ class InstantViRRestorer:
         self._zero_out: dict[tuple, torch.Tensor] = {}   # D(0) per block form and size (delta)
         self.device = next(student.parameters()).device
         self.half = autocast_dtype(precision, self.device)
+        self.precision = precision_label(precision, self.device, is_quantized(student))
         self.vae, self.student = vae, student
         self.context = context
         self.consistency = DataConsistency(spec.consistency)
@@ -301,12 +307,13 @@ class InstantViRRestorer:
 
 # ---------------------------------------------------------------------- building restorers
 
-def precision_label(precision: str, device: str | torch.device) -> str:
-    """What `precision` runs as on `device`, in words: "fp32", "fp32, student linears int8", "bf16"..."""
+def precision_label(precision: str, device: str | torch.device, int8: bool) -> str:
+    """What `precision` runs as on `device`, in words: "fp32", "fp32, student linears int8",
+    "bf16 autocast"...; `int8`: whether the student's linears were quantized."""
     dtype = autocast_dtype(precision, torch.device(device))
     if dtype is not None:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype] + " autocast"
-    return "fp32, student linears int8" if student_int8(precision, device) else "fp32"
+    return "fp32, student linears int8" if int8 else "fp32"
 
 
 def _prepare(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
@@ -315,7 +322,7 @@ def _prepare(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Mo
 
 def _prepare_student(student: CausalStudent, device: str | torch.device, precision: str) -> CausalStudent:
     student = _prepare(student, device)
-    if student_int8(precision, device):
+    if student_int8(precision, device, student.config):
         quantize_linears(student)
     return student
 

@@ -66,6 +66,7 @@ class RestoreReport:
     model: str
     size_in: tuple[int, int]
     size_out: tuple[int, int]
+    precision: str = "fp32"          # how the restorer computed (`Restorer.precision`)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -218,4 +219,5 @@ def restore_video(
         model=opts.model,
         size_in=(info.width, info.height),
         size_out=(out_w, out_h),
+        precision=restorer.precision,
     )

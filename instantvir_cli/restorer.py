@@ -24,12 +24,14 @@ class Restorer(Protocol):
             video (`op.with_mask(...)`).
         threads: torch's intra-op thread count to run with (None: torch's own).
         timings: seconds spent per stage so far ({} when the restorer has no stages).
+        precision: how it computes, in words ("fp32", "fp32, student linears int8", "bf16 autocast").
     """
 
     name: str
     op: Operator
     threads: int | None
     timings: dict[str, float]
+    precision: str
 
     def push(self, y: torch.Tensor) -> torch.Tensor:
         """Take the next measurement frames, return restored frames that are ready.

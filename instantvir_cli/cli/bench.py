@@ -124,12 +124,14 @@ def bench(
     rows = [("e2e fps", lambda r: f"{r.e2e_fps:.1f}"), ("model fps", lambda r: f"{r.model_fps:.1f}"),
             ("first frame s", lambda r: f"{r.first_frame_s or float('nan'):.2f}"),
             ("peak memory MiB", lambda r: f"{r.peak_rss_mb:.0f}"),
-            ("decode+encode fps", lambda r: f"{r.passthrough_fps:.1f}")]
+            ("decode+encode fps", lambda r: f"{r.passthrough_fps:.1f}"),
+            ("restore / decode+encode time", lambda r: f"{r.time_ratio:.2f}x")]
     rows += [(f"{k} s", lambda r, k=k: f"{r.stages.get(k, 0.0):.2f}") for k in reports[0].stages]
     for name, cell in rows:
         table.add_row(name, *(cell(r) for r in reports))
     out_console.print(table)
     out_console.print(f"model: {reports[0].model} ({reports[0].precision})")
+    out_console.print(f"cpu: {reports[0].cpu}; kernels: {reports[0].kernels}; {reports[0].threads} threads")
     for r in reports:
         if r.compare:
             out_console.print(f"{r.task}: " + ", ".join(

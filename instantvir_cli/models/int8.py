@@ -15,13 +15,23 @@ Training never uses this: quantized layers have no gradients. It is an inference
 
 from __future__ import annotations
 
+import json
+import os
+import time
 import warnings
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["int8_available", "quantize_linears", "is_quantized"]
+from instantvir_cli.cpu import cpu_info
+
+__all__ = ["Int8Choice", "int8_available", "int8_pays", "quantize_linears", "is_quantized"]
+
+# int8 is chosen only when it is clearly faster: below this ratio the measurement's noise decides
+MIN_SPEEDUP = 1.1
 
 
 def _engine() -> str | None:
@@ -72,3 +82,83 @@ def quantize_linears(model: nn.Module, include: Callable[[str], bool] = lambda n
             setattr(parent, child, QLinear.from_float(lin))
     model.eval().requires_grad_(False)
     return len(chosen)
+
+
+@dataclass(frozen=True)
+class Int8Choice:
+    """The measured cost of one transformer MLP (dim -> ffn -> dim over `tokens` rows) in fp32 and
+    in dynamic int8 on this CPU, best of several calls, and whether int8 is worth it."""
+
+    fp32_ms: float
+    int8_ms: float
+    cpu: str
+
+    @property
+    def faster(self) -> bool:
+        return self.int8_ms * MIN_SPEEDUP < self.fp32_ms
+
+
+def _cache_file() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vir" / "int8-choice.json"
+
+
+def _best_ms(fs: list[Callable[[], object]], rounds: int = 5, repeats: int = 3) -> list[float]:
+    """The fastest call of each of `fs`, in milliseconds, the functions taking turns so that a
+    busy moment of the machine slows them alike."""
+    for f in fs:
+        f()
+    best = [float("inf")] * len(fs)
+    for _ in range(rounds):
+        for i, f in enumerate(fs):
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                f()
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return [1e3 * b for b in best]
+
+
+_MEASURED: dict[str, Int8Choice] = {}
+
+
+@torch.inference_mode()
+def int8_pays(dim: int, ffn_dim: int, tokens: int = 1536) -> Int8Choice:
+    """Measure (once per CPU kind, torch version and shape; cached in ~/.cache/vir) whether dynamic
+    int8 linears beat fp32 for a student of width `dim` and feed-forward width `ffn_dim`.
+
+    Where the CPU has VNNI the int8 kernels usually win; on AVX2-only CPUs they often do not.
+    A cached answer can be dropped by deleting the cache file.
+    """
+    info = cpu_info()
+    key = f"{info.key}|torch {torch.__version__}|{dim}x{ffn_dim}x{tokens}"
+    if key in _MEASURED:
+        return _MEASURED[key]
+    path = _cache_file()
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    entry = cached.get(key) if isinstance(cached, dict) else None
+    if isinstance(entry, dict) and set(entry) == {"fp32_ms", "int8_ms", "cpu"}:
+        choice = Int8Choice(**entry)
+    else:
+        g = torch.Generator().manual_seed(0)
+        def mlp() -> nn.Module:
+            return nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim)).eval()
+
+        fp32, int8 = mlp(), mlp()
+        quantize_linears(int8, include=lambda name: True)
+        x = torch.randn(tokens, dim, generator=g)
+        fp32_ms, int8_ms = _best_ms([lambda: fp32(x), lambda: int8(x)])
+        choice = Int8Choice(fp32_ms=fp32_ms, int8_ms=int8_ms, cpu=info.describe())
+        cached = cached if isinstance(cached, dict) else {}
+        cached[key] = asdict(choice)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached, indent=1))
+            os.replace(tmp, path)
+        except OSError:
+            pass                      # a read-only home: measure again next time
+    _MEASURED[key] = choice
+    return choice

@@ -34,9 +34,20 @@ def test_quantize_linears_takes_the_blocks_and_keeps_the_change():
     assert change > 0 and (after - before).norm() < 0.02 * change
 
 
-def test_precision_names_where_int8_applies():
-    assert student_int8("fp32", "cpu") is False
-    assert student_int8("auto", "cpu") is int8_available()
+def test_precision_names_where_int8_applies(monkeypatch):
+    from instantvir_cli import learned
+    from instantvir_cli.models.dit import DIT_PRESETS
+    from instantvir_cli.models.int8 import Int8Choice
+
+    cfg = DIT_PRESETS["small-p4"]
+    assert student_int8("fp32", "cpu", cfg) is False
+    assert student_int8("auto", "cpu") is False                     # no widths to measure: fp32
+    # auto follows what int8 measured on this CPU, both ways
+    monkeypatch.setattr(learned, "int8_pays", lambda d, f: Int8Choice(fp32_ms=10.0, int8_ms=5.0, cpu="x"))
+    assert student_int8("auto", "cpu", cfg) is int8_available()
+    monkeypatch.setattr(learned, "int8_pays", lambda d, f: Int8Choice(fp32_ms=10.0, int8_ms=9.5, cpu="x"))
+    assert student_int8("auto", "cpu", cfg) is False                # within the noise margin: fp32
+    assert student_int8("int8", "cpu", cfg) is int8_available()     # asked for: int8 regardless
     with pytest.raises(UsageError, match="CPU only"):
         student_int8("int8", "cuda")
     with pytest.raises(UsageError, match="unknown precision"):
@@ -45,14 +56,21 @@ def test_precision_names_where_int8_applies():
 
 @needs_int8
 @torch.inference_mode()
-def test_restorers_quantize_the_student_on_auto_and_int8_not_fp32(tmp_path):
+def test_restorers_quantize_the_student_on_auto_and_int8_not_fp32(tmp_path, monkeypatch):
+    from instantvir_cli import learned
+    from instantvir_cli.models.int8 import Int8Choice
+
     path = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
     op = build_operator("sr4x", 32, 48)
+    monkeypatch.setattr(learned, "int8_pays", lambda d, f: Int8Choice(fp32_ms=2.0, int8_ms=1.0, cpu="x"))
     assert is_quantized(learned_restorer(op, path).student)
+    monkeypatch.setattr(learned, "int8_pays", lambda d, f: Int8Choice(fp32_ms=1.0, int8_ms=2.0, cpu="x"))
+    assert not is_quantized(learned_restorer(op, path).student)
     assert is_quantized(learned_restorer(op, path, precision="int8").student)
     assert not is_quantized(learned_restorer(op, path, precision="fp32").student)
     assert not is_quantized(learned_restorer(op, path).vae)                  # the VAE stays fp32
-    assert is_quantized(random_restorer(op, "tiny", "tiny").student)
+    assert not is_quantized(random_restorer(op, "tiny", "tiny").student)         # auto measured fp32 faster
+    assert is_quantized(random_restorer(op, "tiny", "tiny", precision="int8").student)
     assert not is_quantized(random_restorer(op, "tiny", "tiny", precision="fp32").student)
 
 
@@ -100,6 +118,35 @@ def test_chunking_is_off_under_autograd(monkeypatch):
 def test_precision_label_says_what_runs():
     from instantvir_cli.learned import precision_label
 
-    assert precision_label("fp32", "cpu") == "fp32"
-    assert precision_label("auto", "cpu") == ("fp32, student linears int8" if int8_available() else "fp32")
-    assert precision_label("auto", "cuda") == "bf16 autocast" and precision_label("fp16", "cuda") == "fp16 autocast"
+    assert precision_label("fp32", "cpu", False) == "fp32"
+    assert precision_label("auto", "cpu", True) == "fp32, student linears int8"
+    assert precision_label("auto", "cuda", False) == "bf16 autocast"
+    assert precision_label("fp16", "cuda", False) == "fp16 autocast"
+
+
+def test_restorer_says_whether_its_student_runs_in_int8():
+    op = build_operator("sr4x", 64, 64)
+    assert random_restorer(op, "tiny", "tiny", precision="fp32").precision == "fp32"
+    if int8_available():
+        assert random_restorer(op, "tiny", "tiny", precision="int8").precision == "fp32, student linears int8"
+
+
+def test_int8_measurement_is_cached_per_cpu_and_shape(tmp_path, monkeypatch):
+    from instantvir_cli.models import int8
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(int8, "_MEASURED", {})
+    if not int8_available():
+        pytest.fail("this torch build has no quantized engine; the CPU build on disk has one")
+    first = int8.int8_pays(64, 128, tokens=64)
+    assert first.fp32_ms > 0 and first.int8_ms > 0 and "(" in first.cpu
+    cache = tmp_path / "vir" / "int8-choice.json"
+    assert cache.is_file()
+    monkeypatch.setattr(int8, "_MEASURED", {})
+    calls = []
+    monkeypatch.setattr(int8, "_best_ms", lambda fs, **kw: calls.append(1) or [1.0, 1.0])
+    assert int8.int8_pays(64, 128, tokens=64) == first and not calls        # read back, not measured
+    cache.write_text("not json")
+    monkeypatch.setattr(int8, "_MEASURED", {})
+    assert int8.int8_pays(64, 128, tokens=64) == int8.Int8Choice(1.0, 1.0, first.cpu) and calls  # measured anew
+    assert not int8.Int8Choice(10.0, 9.5, "x").faster and int8.Int8Choice(10.0, 8.0, "x").faster
