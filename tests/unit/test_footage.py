@@ -195,6 +195,20 @@ def test_a_deb_clip_is_read_from_the_package_and_gunzipped(tmp_path, monkeypatch
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["box.mp4", "cup.mp4"]
 
 
+def test_empty_package_lists_are_updated_once_before_giving_up(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_apt(cmd, **kw):
+        calls.append(cmd[:2])
+        return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package python3-imageio\n")
+
+    monkeypatch.setattr(footage.subprocess, "run", fake_apt)
+    monkeypatch.setattr(footage.os, "geteuid", lambda: 0)
+    with pytest.raises(InputNotFound, match="deb python3-imageio .*Unable to locate package"):
+        footage.fetch_clips(("desk_plant",), tmp_path)
+    assert calls == [["apt-get", "download"], ["apt-get", "update"], ["apt-get", "download"]]
+
+
 # ----------------------------------------------------------------------------- fetching, from the registries
 def _check_probe(name: str, path: Path) -> None:
     from instantvir_cli.video import probe
