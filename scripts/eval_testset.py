@@ -110,7 +110,7 @@ def losses(rows: list[dict]) -> list[str]:
         if d["psnr"] < c["psnr"]:
             worse.append(f"PSNR {d['psnr']:.2f} < {c['psnr']:.2f}")
         if d["flicker"] > c["flicker"]:
-            worse.append(f"flicker {d['flicker']:.3f} > {c['flicker']:.3f}")
+            worse.append(f"flicker {d['flicker']:.4f} > {c['flicker']:.4f}")
         if d.get("vmaf") is not None and c.get("vmaf") is not None and d["vmaf"] < c["vmaf"]:
             worse.append(f"VMAF {d['vmaf']:.1f} < {c['vmaf']:.1f}")
         if worse:
