@@ -2,8 +2,8 @@
 
 For each clip and task, with z* = E(x_clean) standing in for a perfect student:
 
-    classical        x_init = the classical restorer's output (what vir ships today)
-    plain oracle     x = D(z*)                          (today's InstantViR path: capped by the VAE)
+    classical        x_init = the classical restorer's output (what vir ships beside the model)
+    plain oracle     x = D(z*)                          (the plain InstantViR path: capped by the VAE)
     residual oracle  x = x_init + D(z*) - D(E(x_init))  (decode only the change from x_init;
                      inpainting keeps the observed pixels, as vir restore's data consistency does)
 
