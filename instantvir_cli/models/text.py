@@ -257,5 +257,25 @@ class TextEncoder:
         return torch.stack([self._cache[p] for p in prompts])
 
 
-__all__ = ["TEXT_LENGTH", "WAN_NEGATIVE_PROMPT", "WAN_T5_KEYS", "TextEncoder", "clean_prompt", "convert_wan_t5",
+def prompt_context(record: dict, prompt: str, device: str | torch.device = "cpu") -> Tensor:
+    """(1, length, D) context of `prompt` for a text student whose checkpoint recorded `record`
+    (its header's `text`: encoder identity, tokenizer folder, length, dim).
+
+    The encoder and tokenizer are the recorded paths, or `$VIR_TEXT_ENCODER` / `$VIR_TOKENIZER`
+    when set (weights moved to another machine). CheckpointError when they are not there or do not
+    produce the student's text width.
+    """
+    import os
+
+    enc_path = os.environ.get("VIR_TEXT_ENCODER") or (record.get("encoder") or {}).get("path")
+    tok_path = os.environ.get("VIR_TOKENIZER") or record.get("tokenizer")
+    if not enc_path:
+        raise CheckpointError("--prompt: the checkpoint does not say where its text encoder is: set VIR_TEXT_ENCODER")
+    enc = TextEncoder.load(enc_path, tok_path, int(record.get("length", TEXT_LENGTH)), device)
+    if record.get("dim") is not None and enc.dim != int(record["dim"]):
+        raise CheckpointError(f"{enc_path}: a text encoder of width {enc.dim}, the student takes {record['dim']}")
+    return enc.embed(prompt).to(device)
+
+
+__all__ = ["TEXT_LENGTH", "prompt_context", "WAN_NEGATIVE_PROMPT", "WAN_T5_KEYS", "TextEncoder", "clean_prompt", "convert_wan_t5",
            "load_tokenizer", "load_umt5", "umt5_config_from_wan", "wan_t5_names"]
