@@ -117,6 +117,8 @@ class DataConfig:
     workers: int = 1                            # loader processes (0: decode in the training process)
     val_frames: int = 17                        # frames of each validation clip (1 + 4k, from its start)
     val_size: int = 64                          # validation clips: short side resized to this, then a centred square crop
+    captions: dict[str, Any] = field(default_factory=dict)  # [data.captions]: source name (clip stem, footage or photograph name) = caption
+    caption: str = ""                           # the caption of a source with none (no CLIP.txt beside it, no data.captions entry)
 
     def __post_init__(self):
         _positive(self, "frames", "crop", "val_frames", "val_size")
@@ -179,8 +181,9 @@ class TeacherStageConfig(Optim):
     preset: str = "small"                       # models.dit.DIT_PRESETS (in/out channels follow the VAE)
     model: dict[str, Any] = field(default_factory=dict)  # [teacher.model]: DiTConfig fields replacing the preset's
     init: str = ""                              # start from: a vir checkpoint (module 'teacher') or Wan2.1 weights
-    vae: str = ""                               # the teacher's own VAE (vir checkpoint or published LeanVAE); "" = the run's VAE
+    vae: str = ""                               # the teacher's own VAE (vir checkpoint, published LeanVAE, Wan2.1_VAE.pth or a diffusers vae/ folder); "" = the run's VAE
     shift: float = 3.0                          # timestep shift of the training flow times
+    caption_dropout: float = 0.1                # a text teacher: share of samples trained on the empty prompt (for guidance)
     steps: int = 2000
     ema: float = 0.999
 
@@ -259,6 +262,12 @@ class StudentStageConfig(Optim):
     shift: float = 8.0                          # timestep shift of the DMD and critic flow times
     s_min: float = 0.02                         # clamp of the shifted flow time
     s_max: float = 0.98
+    weights: str = ""                           # the student's starting weights (vir checkpoint or Wan2.1 DiT, e.g. a causal ODE-initialized one); "" = the teacher's
+    critic_weights: str = ""                    # the critic's starting weights, likewise; "" = the teacher's
+    real_guidance: float = 3.5                  # text teacher: the real score is cond + g (cond - uncond) (the release's real_guidance_scale)
+    prompt: str = ""                            # text student: the prompt recorded in the export (vir restore without --prompt)
+    negative_prompt: str = ""                   # the teacher's unconditional prompt; "" = Wan2.1's default negative prompt
+    teacher_space: str = field(default="clean", metadata=_choices("clean", "noisy"))  # with teacher.vae: clean = E_T(D_S(z_hat)) (the paper); noisy = convert z_t and x0 (the release)
     consistency: bool = True                    # the export asks `vir restore` for the data-consistency step
     no_consistency: tuple[str, ...] = ()        # ... except for these tasks
     ema: float = 0.99
@@ -281,7 +290,8 @@ class StudentStageConfig(Optim):
             raise ValueError(f"inits: expected task = {' | '.join(INITS)}, got {bad}")
         for task in self.tasks:
             self.decode_spec(task)          # raises ValueError on an invalid combination
-        _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr", "temporal_weight", "temporal_boundary")
+        _nonneg(self, "dmd_warmup", "meas_weight", "dmd_weight", "gt_weight", "critic_lr", "vae_lr", "temporal_weight",
+                "temporal_boundary", "real_guidance")
         if not 0.0 < self.s_min < self.s_max < 1.0:
             raise ValueError(f"need 0 < s_min < s_max < 1, got {self.s_min}, {self.s_max}")
 
@@ -293,11 +303,28 @@ class StudentStageConfig(Optim):
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """[text]: the text encoder of a text-conditioned teacher (models.text; Wan2.1: umT5-XXL).
+
+    Weight paths here and in [vae] init, [teacher] init / vae and [student] weights /
+    critic_weights may name environment variables, e.g. "${WAN21}/text_encoder".
+    """
+
+    encoder: str = ""                           # a diffusers model root, a text_encoder/ folder, or Wan's models_t5_umt5-xxl-enc-bf16.pth
+    tokenizer: str = ""                         # a local tokenizer folder; "" = the one beside the encoder (tokenizer/, google/umt5-xxl/)
+    length: int = 512                           # context tokens (Wan: 512)
+
+    def __post_init__(self):
+        _positive(self, "length")
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """The whole run: one field per TOML table."""
 
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     teacher: TeacherStageConfig = field(default_factory=TeacherStageConfig)
     student: StudentStageConfig = field(default_factory=StudentStageConfig)
@@ -399,9 +426,6 @@ def dit_model_config(cfg: TeacherStageConfig, latent_channels: int):
         raise ConfigError(f"teacher.preset: unknown DiT preset {cfg.preset!r} (known: {', '.join(DIT_PRESETS)})")
     base = dataclasses.replace(DIT_PRESETS[cfg.preset], in_channels=latent_channels, out_channels=latent_channels)
     dit = _overridden(base, cfg.model, "teacher.model")
-    if dit.text_dim:
-        raise ConfigError("teacher.model.text_dim: text-conditioned teachers need captions, which the data "
-                          "pipeline does not provide; use text_dim = 0")
     if dit.patch[0] != 1:
         raise ConfigError(f"teacher.model.patch: the causal student needs temporal patch 1, got {list(dit.patch)}")
     return dit
@@ -499,6 +523,6 @@ def to_toml(cfg: DistillConfig | dict[str, Any]) -> str:
 
 __all__ = [
     "STAGES", "TASKS", "CausalConfig", "DataConfig", "DeblurOp", "DistillConfig", "InpaintOp", "Optim",
-    "RunConfig", "SROp", "StudentStageConfig", "TeacherStageConfig", "VAEStageConfig", "from_dict",
+    "RunConfig", "SROp", "StudentStageConfig", "TeacherStageConfig", "TextConfig", "VAEStageConfig", "from_dict",
     "dit_model_config", "load_config", "to_dict", "to_toml", "vae_model_config", "with_overrides",
 ]

@@ -328,11 +328,13 @@ def _prepare_student(student: CausalStudent, device: str | torch.device, precisi
 
 
 def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device: str = "cpu",
-                     consistency_steps: int | None = None, precision: str = "auto") -> InstantViRRestorer:
+                     consistency_steps: int | None = None, precision: str = "auto",
+                     prompt: str | None = None) -> InstantViRRestorer:
     """The InstantViR restorer for `op.task` from a checkpoint (see `find_checkpoint` for the lookup).
 
     `precision` (PRECISIONS): auto runs bf16 autocast on CUDA, and on the CPU fp32 with the
     student's block linears in dynamic int8 (`student_int8`); fp32 keeps everything in fp32.
+    `prompt`: a text student's prompt (`text_context`); None = the one its checkpoint recorded.
 
     Raises CheckpointError when no checkpoint is found, it is invalid, or it has no student for
     the task.
@@ -358,8 +360,29 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
         raise CheckpointError(f"{path}: task {op.task!r}: {err}") from None
     if consistency_steps is not None:
         spec = spec.replace(consistency=consistency_steps)
+    context = text_context(ckpt, student, op.task, prompt, device)
     return InstantViRRestorer(op, _prepare(vae, device), _prepare_student(student, device, precision), spec,
-                              precision=precision)
+                              context=context, precision=precision)
+
+
+def text_context(ckpt, student: CausalStudent, task: str, prompt: str | None, device) -> torch.Tensor | None:
+    """(1, Lc, D) text context of a text student: `prompt` through its text encoder, or the context of
+    the prompt its checkpoint recorded (module `text`); None for a student without text."""
+    if not student.config.text_dim:
+        if prompt is not None:
+            raise UsageError(f"--prompt: the {task} student of {ckpt.path.name} takes no text")
+        return None
+    if prompt is None:
+        if "text" not in ckpt.modules:
+            raise CheckpointError(f"{ckpt.path}: a text student without a recorded prompt: pass --prompt")
+        ctx = ckpt.state_dict("text")["prompt"]
+        if ctx.dim() != 2 or ctx.shape[1] != student.config.text_dim:
+            raise CheckpointError(f"{ckpt.path}: text/prompt has shape {tuple(ctx.shape)}, the student takes "
+                                  f"(Lc, {student.config.text_dim})")
+        return ctx[None].to(device)
+    from instantvir_cli.models.text import prompt_context
+
+    return prompt_context(ckpt.header.get("text") or {}, prompt, device)
 
 
 def random_restorer(op: Operator, arch: str, vae: str, device: str = "cpu", seed: int = 0,

@@ -51,6 +51,7 @@ class RestoreOptions:
     decode: DecodeSpec = DecodeSpec()  # ... decoded this way (a checkpoint names its own)
     consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's or decode's choice)
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA; CPU: fp32, student linears int8) | fp32 | int8 | bf16 | fp16
+    prompt: str | None = None        # instantvir, a text student: its prompt (None: the one its checkpoint recorded)
 
 
 @dataclass
@@ -122,6 +123,8 @@ def resolve_operator(
 
 def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
     """The restorer named by `opts.model` for operator `op`."""
+    if opts.prompt is not None and (opts.model != "instantvir" or opts.arch or opts.vae):
+        raise UsageError("--prompt needs a learned instantvir model with a text student")
     if opts.model == "classical":
         return classical_restorer(op)
     if opts.model == "instantvir":
@@ -132,7 +135,8 @@ def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
                                    spec=spec, precision=opts.precision)
         return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device,
-                                consistency_steps=opts.consistency_steps, precision=opts.precision)
+                                consistency_steps=opts.consistency_steps, precision=opts.precision,
+                                prompt=opts.prompt)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
 
 

@@ -19,6 +19,8 @@ EPILOG = """Examples:
   vir restore masked.mp4 -o filled.mp4 --task inpaint --mask keep.png
 
   vir restore blurry.mp4 -o sharp.mkv --task deblur --model classical --lossless
+
+  vir restore masked.mkv -o lips.mp4 --checkpoint wan.safetensors --prompt "a woman with pink lips"
 """
 
 
@@ -42,6 +44,11 @@ def restore(
         Optional[float], typer.Option("--noise", min=0.0, help="Measurement noise std on [-1, 1] (default: sidecar or 0).")
     ] = None,
     checkpoint: opt.Checkpoint = None,
+    prompt: Annotated[
+        Optional[str],
+        typer.Option("--prompt", help="instantvir, a text student: what the video shows (changes unobserved content; "
+                     "default: the prompt recorded in the checkpoint).", show_default=False),
+    ] = None,
     block_frames: opt.BlockFrames = 12,
     precision: opt.Precision = "auto",
     consistency_steps: Annotated[
@@ -71,6 +78,7 @@ def restore(
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
+            prompt=prompt,
         )
         with FrameProgress("restore", None, enabled=progress) as bar:
             report = restore_video(input, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)

@@ -273,11 +273,13 @@ def animate(img: torch.Tensor, g: torch.Generator, frames: int, crop: int, min_s
 
 
 class WindowDataset(Dataset):
-    """Sample `index` -> {"x": (3, T, crop, crop) in [-1, 1], "seed": 63-bit int, "index": int}."""
+    """Sample `index` -> {"x": (3, T, crop, crop) in [-1, 1], "seed": 63-bit int, "index": int,
+    "caption": str} (the caption of the sample's source, `captions.find_captions`; "" without)."""
 
     def __init__(self, videos: tuple[VideoSource, ...], images: tuple[ImageSource, ...], cfg: DataConfig,
-                 seed: int, stream: str):
+                 seed: int, stream: str, captions: dict[str, str] | None = None):
         self.videos, self.images, self.cfg, self.seed, self.stream = videos, images, cfg, seed, stream
+        self.captions = captions or {}
         weights = [float(s.frames) for s in videos]
         self._cum = np.cumsum(weights) / max(sum(weights), 1.0) if videos else np.zeros(0)
 
@@ -291,9 +293,11 @@ class WindowDataset(Dataset):
         use_image = bool(self.images) and (not self.videos or _uniform(g) < cfg.image_share)
         if use_image:
             name = self.images[int(_uniform(g) * len(self.images)) % len(self.images)].name
+            caption = self.captions.get(name, "")
             x = animate(load_image(name), g, cfg.frames, cfg.crop, cfg.min_scale, cfg.motion)
         else:
             src = self.videos[min(int(np.searchsorted(self._cum, _uniform(g), side="right")), len(self.videos) - 1)]
+            caption = self.captions.get(src.name, "")
             start = int(_uniform(g) * (src.frames - cfg.frames + 1))
             s = _scale(g, min(src.width, src.height), cfg.crop, cfg.min_scale)
             w, h = max(cfg.crop, round(src.width * s)), max(cfg.crop, round(src.height * s))
@@ -301,7 +305,8 @@ class WindowDataset(Dataset):
             x = torch.from_numpy(read_window(src, start, cfg.frames, w, h)[:, :, i:i + cfg.crop, j:j + cfg.crop].copy())
         if cfg.hflip and _uniform(g) < 0.5:
             x = x.flip(-1)
-        return {"x": x.contiguous(), "seed": int(torch.randint(0, 2**62, (), generator=g)), "index": index}
+        return {"x": x.contiguous(), "seed": int(torch.randint(0, 2**62, (), generator=g)), "index": index,
+                "caption": caption}
 
 
 class StepSampler(Sampler[int]):

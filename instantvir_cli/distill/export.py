@@ -124,14 +124,18 @@ def save_teacher(path: Path, sd: dict, cfg: DiTConfig, preset: str, vae_cfg: VAE
 
 
 def save_export(path: Path, vae: LeanVAE, vae_preset: str, dit_cfg: DiTConfig, dit_preset: str,
-                students: dict[str, dict], prov: dict) -> Path:
+                students: dict[str, dict], prov: dict, text: dict | None = None) -> Path:
     """The file `vir restore --checkpoint` loads.
 
     `students`: {task: {"state": state dict, "student": StudentConfig, "operator": op.to_dict(),
     "decode": DecodeSpec, "vae": the task's own fine-tuned VAE state or None}}. A task with its
-    own VAE names it in `vae_module` (module `vae_<task>`).
+    own VAE names it in `vae_module` (module `vae_<task>`). A text student's `text`:
+    {"header": {prompt, negative_prompt, encoder, tokenizer, length}, "prompt": (Lc, D) context of
+    that prompt} goes into the header's `text` and the module `text`.
     """
     tasks, modules = {}, {"vae": vae.state_dict()}
+    if text is not None:
+        modules["text"] = {"prompt": text["prompt"]}
     for task, s in students.items():
         tasks[task] = {"module": f"student_{task}", "student": config_to_dict(s["student"]),
                        "operator": s["operator"], **s["decode"].to_entry()}
@@ -140,7 +144,7 @@ def save_export(path: Path, vae: LeanVAE, vae_preset: str, dit_cfg: DiTConfig, d
             tasks[task]["vae_module"] = f"vae_{task}"
             modules[f"vae_{task}"] = s["vae"]
     header = make_header(vae=vae.cfg, vae_preset=vae_preset, dit=dit_cfg, dit_preset=dit_preset,
-                         tasks=tasks, provenance=prov)
+                         tasks=tasks, provenance=prov, **({"text": text["header"]} if text else {}))
     return save_checkpoint(path, modules, header)
 
 

@@ -192,6 +192,11 @@ class DMD:
     the critic (both without gradients); g = (x0_fake - x0_real) / mean|z_hat - x0_real| per
     sample; loss 0.5 ||z_hat - sg(z_hat - g)||^2, whose gradient w.r.t. z_hat is g / numel.
     `weight` (B, 1, 1|T', h, w), e.g. inpainting's missing positions, restricts g.
+
+    `real` and `fake` are nets v(z_t, t): a text-conditioned teacher comes in as `guided(...)`.
+    `convert` = (to_teacher, from_teacher) evaluates the real score in another latent space on the
+    NOISY latent (the public release's conversion): x0_real = from_teacher(x0 of the teacher at
+    to_teacher(z_t)); the fake score and g stay in z_hat's space.
     """
 
     shift: float = 8.0
@@ -199,14 +204,20 @@ class DMD:
     s_max: float = 0.98
 
     def __call__(self, z_hat: Tensor, real: Net, fake: Net, seeds: Tensor,
-                 weight: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                 weight: Tensor | None = None,
+                 convert: tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None = None,
+                 ) -> tuple[Tensor, dict[str, float]]:
         gens = generators(seeds, STREAM_DMD)
         s = sigmas(gens, self.shift, self.s_min, self.s_max, z_hat.device)   # (B,)
         with torch.no_grad():
             z0 = z_hat.detach()
             z_t = add_noise(z0, randn_like(z0, gens), s)
             t = timestep(s)
-            x0_real = x0_from_v(z_t, real(z_t, t).float(), s)
+            if convert is None:
+                x0_real = x0_from_v(z_t, real(z_t, t).float(), s)
+            else:
+                zT_t = convert[0](z_t)                                       # the noisy latent, teacher space
+                x0_real = convert[1](x0_from_v(zT_t, real(zT_t, t).float(), s))
             x0_fake = x0_from_v(z_t, fake(z_t, t).float(), s)
             scale = (z0 - x0_real).abs().flatten(1).mean(1).clamp_min(1e-8).view(-1, 1, 1, 1, 1)
             g = (x0_fake - x0_real) / scale
@@ -218,5 +229,17 @@ class DMD:
                       "dmd_scale": float(scale.mean())}
 
 
-__all__ = ["DMD", "BatchOperator", "FlowMatching", "Measurement", "VAELoss", "generators", "per_sample_mean",
+def guided(net, context: Tensor, negative: Tensor, g: float) -> Net:
+    """The guided velocity of a text DiT as the public release forms its real score:
+    v_c + g (v_c - v_u), i.e. classifier-free guidance at scale 1 + g (`DiT.forward_with_cfg`),
+    with v_c given `context` (B, Lc, text_dim) and v_u the negative prompt's (1, Lc, text_dim)."""
+    return lambda z, t: net.forward_with_cfg(z, t, context, negative, 1.0 + g)
+
+
+def conditioned(net, context: Tensor | None) -> Net:
+    """net(z, t) with a fixed text context (or none)."""
+    return (lambda z, t: net(z, t)) if context is None else (lambda z, t: net(z, t, context))
+
+
+__all__ = ["DMD", "BatchOperator", "conditioned", "guided", "FlowMatching", "Measurement", "VAELoss", "generators", "per_sample_mean",
            "randn_like", "sigmas"]

@@ -33,16 +33,20 @@ from instantvir_cli.distill.dist import (
 )
 from instantvir_cli.distill.losses import (
     DMD,
+    STREAM_MASK,
     STREAM_CRITIC,
     STREAM_VAE,
     BatchOperator,
     FlowMatching,
     Measurement,
     VAELoss,
+    conditioned,
     generators,
+    guided,
     per_sample_mean,
     randn_like,
 )
+from instantvir_cli.distill.weights import load_any_vae, resolve_path
 from instantvir_cli.distill.validate import (
     StudentValidator,
     quantize_8bit,
@@ -90,11 +94,14 @@ def frozen(m: nn.Module) -> nn.Module:
     return m
 
 
-def unconditional(dit: DiT, where: str) -> DiT:
-    """`dit`, unless it is text-conditioned: the trainer has no captions to give it."""
-    if dit.config.text_dim:
-        raise ConfigError(f"{where}: a text-conditioned DiT (text_dim {dit.config.text_dim}) needs captions, "
-                          "which the data pipeline does not provide")
+def check_text(dit: DiT, text, where: str) -> DiT:
+    """`dit`, if the run can give it what it takes: a text DiT needs [text] encoder of its width."""
+    if dit.config.text_dim and text is None:
+        raise ConfigError(f"{where}: a text-conditioned DiT (text_dim {dit.config.text_dim}) needs a text "
+                          "encoder: set [text] encoder")
+    if dit.config.text_dim and text.dim != dit.config.text_dim:
+        raise ConfigError(f"{where}: the DiT takes text of width {dit.config.text_dim}, the text encoder "
+                          f"makes {text.dim}")
     return dit
 
 
@@ -115,7 +122,8 @@ class Stage:
     # --------------------------------------------------------------- interface
     def dataset(self) -> WindowDataset:
         s = self.ctx.sources
-        return WindowDataset(s.train_videos, s.train_images, self.ctx.cfg.data, self.ctx.cfg.run.seed, self.name)
+        return WindowDataset(s.train_videos, s.train_images, self.ctx.cfg.data, self.ctx.cfg.run.seed, self.name,
+                             self.ctx.captions)
 
     def train_step(self, step: int, micro: list[dict]) -> dict[str, float]:
         raise NotImplementedError
@@ -175,9 +183,22 @@ class Stage:
         vae, preset = X.load_vae(self.ctx.vae_path())
         return frozen(vae.to(self.device)), preset
 
-    def load_teacher_vae(self) -> LeanVAE | None:
+    def load_teacher_vae(self):
+        """The teacher's own VAE ([teacher] vae: a LeanVAE or Wan's), or None."""
         path = self.ctx.cfg.teacher.vae
-        return frozen(X.load_vae(path)[0].to(self.device)) if path else None
+        return frozen(load_any_vae(resolve_path(path, "teacher.vae"))[0].to(self.device)) if path else None
+
+    def caption_contexts(self, mb: dict, dropout: float = 0.0, stream: int = STREAM_MASK):
+        """(B, Lc, D) contexts of the micro-batch's captions ("" for a share `dropout` of the samples,
+        drawn from each sample's seed), or None for a run without text."""
+        text = self.ctx.text
+        if text is None:
+            return None
+        caps = list(mb["caption"])
+        if dropout > 0:
+            draws = [float(torch.rand((), generator=g)) for g in generators(mb["seed"], stream + 16)]
+            caps = ["" if u < dropout else c for u, c in zip(draws, caps)]
+        return text.contexts(caps)
 
 
 #################################################################################
@@ -264,11 +285,11 @@ class TeacherStage(Stage):
         self.space = self.load_teacher_vae() or vae           # the teacher's latent space
         self.preset = c.preset
         if c.init:
-            dit, self.preset = X.load_teacher(c.init)
-            unconditional(dit, "teacher.init")
+            dit, self.preset = X.load_teacher(resolve_path(c.init, "teacher.init"))
         else:
             seed_models(ctx.cfg.run.seed, self.name)
             dit = DiT(dit_model_config(c, self.space.cfg.latent_channels))
+        check_text(dit, ctx.text, "teacher")
         if dit.config.in_channels != self.space.cfg.latent_channels:
             raise ConfigError(f"teacher: the DiT takes {dit.config.in_channels} latent channels, its VAE "
                               f"makes {self.space.cfg.latent_channels}")
@@ -281,7 +302,8 @@ class TeacherStage(Stage):
         def loss_fn(mb):
             with torch.no_grad():
                 z0 = self.space.encode(mb["x"].to(self.device))
-            return {"loss": self.loss(self.net, z0, mb["seed"])}
+            net = conditioned(self.net, self.caption_contexts(mb, self.ctx.cfg.teacher.caption_dropout))
+            return {"loss": self.loss(net, z0, mb["seed"])}
         return self.optimize("teacher", micro, loss_fn)
 
     def final_state(self) -> dict[str, Tensor]:
@@ -296,6 +318,8 @@ class TeacherStage(Stage):
                 self._val_latents = [self.space.encode(x.to(self.device)) for x in self.ctx.val_clips.values()]
         net = DiT(self.config).to(self.device)
         net.load_state_dict(sd)
+        if self.ctx.text is not None:       # validated on the empty prompt
+            net = _WithContext(net.eval(), self.ctx.text.empty())
         return validate_flow(net.eval(), self._val_latents)
 
     def finish(self, steps):
@@ -304,6 +328,17 @@ class TeacherStage(Stage):
             return None
         return X.save_teacher(self.ctx.out / X.TEACHER_FILE, sd, self.config, self.preset, self.space.cfg,
                               self.ctx.provenance(self.name, steps))
+
+
+class _WithContext(nn.Module):
+    """A text DiT called as net(z, t), with one context (1, Lc, D) broadcast over the batch."""
+
+    def __init__(self, net: DiT, context: Tensor):
+        super().__init__()
+        self.net, self.context = net, context
+
+    def forward(self, z: Tensor, t, *args, **kwargs) -> Tensor:
+        return self.net(z, t, self.context.expand(z.shape[0], -1, -1), *args, **kwargs)
 
 
 #################################################################################
@@ -324,13 +359,13 @@ class StudentStage(Stage):
         self.vae, self.vae_preset = self.load_vae()
         self.tvae = self.load_teacher_vae()
         teacher, self.dit_preset = X.load_teacher(self.ctx.teacher_path())
-        self.teacher = frozen(unconditional(teacher, "teacher").to(self.device))
+        self.teacher = frozen(check_text(teacher, ctx.text, "teacher").to(self.device))
         if self.teacher.config.in_channels != self.vae.cfg.latent_channels:
             raise ConfigError(f"student: the teacher takes {self.teacher.config.in_channels} latent channels, the "
                               f"student's VAE makes {self.vae.cfg.latent_channels}: initializing the student "
                               "from the teacher needs the same latent channels")
         self.student_config = c.causal.to_student_config()
-        student = CausalStudent.from_teacher(self.teacher, self.student_config).train()
+        student = CausalStudent.from_teacher(self.initial("weights", "student"), self.student_config).train()
         if c.zero_head:    # the teacher's body, a silent head: training starts from z_hat = z_in
             nn.init.zeros_(student.final.linear.weight)
             nn.init.zeros_(student.final.linear.bias)
@@ -349,8 +384,12 @@ class StudentStage(Stage):
         self.prior = c.dmd_weight > 0          # without a prior there is no critic to train
         if self.prior:
             critic = DiT(self.teacher.config).to(self.device)
-            critic.load_state_dict(self.teacher.state_dict())
+            critic.load_state_dict(self.initial("critic_weights", "critic").state_dict())
             self.critic = self.add("critic", critic.train(), c.critic_lr or c.lr, 0.0, shard=True)
+        self.negative = ctx.text.negative() if ctx.text is not None else None      # (1, Lc, D)
+        if self.tvae is not None and self.tvae.cfg.latent_channels != self.teacher.config.in_channels:
+            raise ConfigError(f"teacher.vae: the teacher takes {self.teacher.config.in_channels} latent channels, "
+                              f"its VAE makes {self.tvae.cfg.latent_channels}")
         self.options = dataclasses.asdict(getattr(c, task))
         self.measurement = Measurement(c.meas_space)
         self.dmd = DMD(c.shift, c.s_min, c.s_max)
@@ -362,16 +401,42 @@ class StudentStage(Stage):
         self.operator_record: dict | None = None
 
     # ------------------------------------------------------------------ pieces
-    def restore(self, z_in: Tensor) -> Tensor:
-        """z_hat = z_in - s* v(z_in, t*) through the wrapped student (DDP hooks see the call)."""
+    def initial(self, key: str, what: str) -> DiT:
+        """The starting weights of the student or critic: [student] weights / critic_weights, else the teacher."""
+        path = getattr(self.c, key)
+        if not path:
+            return self.teacher
+        dit, _ = X.load_teacher(resolve_path(path, f"student.{key}"))
+        if dit.config != self.teacher.config:
+            raise ConfigError(f"student.{key}: the {what}'s architecture differs from the teacher's "
+                              f"({dit.config} vs {self.teacher.config})")
+        return dit.to(self.device)
+
+    def restore(self, z_in: Tensor, context: Tensor | None = None) -> Tensor:
+        """z_hat = z_in - s* v(z_in, t*, text) through the wrapped student (DDP hooks see the call)."""
         sc = self.student_config
-        return z_in - sc.s_star * self.student(z_in, sc.t_star)
+        v = self.student(z_in, sc.t_star) if context is None else self.student(z_in, sc.t_star, context)
+        return z_in - sc.s_star * v
+
+    @property
+    def noisy_conversion(self) -> bool:
+        return self.tvae is not None and self.c.teacher_space == "noisy"
 
     def prior_space(self, z_hat: Tensor, x_hat: Tensor | None = None) -> Tensor:
-        """z in the teacher's latent space: E_T(D_S(z_hat)) with a teacher VAE, else z_hat."""
-        if self.tvae is None:
+        """z in the space the prior is evaluated in: E_T(D_S(z_hat)) with a teacher VAE (the paper's
+        form, gradients through both VAEs), else z_hat (also with the release's noisy conversion)."""
+        if self.tvae is None or self.noisy_conversion:
             return z_hat
         return self.tvae.encode(self.vae.decode(z_hat) if x_hat is None else x_hat)
+
+    def scores(self, context: Tensor | None):
+        """(real, fake, convert) nets of the DMD term for a micro-batch's text contexts."""
+        real = (conditioned(self.teacher, None) if context is None
+                else guided(self.teacher, context, self.negative, self.c.real_guidance))
+        convert = None
+        if self.noisy_conversion:      # z_t -> E_T(D_S(z_t)); x0_T -> E_S(D_T(x0_T)), without gradients
+            convert = (lambda z: self.tvae.encode(self.vae.decode(z)), lambda z: self.vae.encode(self.tvae.decode(z)))
+        return real, conditioned(self.critic, context), convert
 
     @torch.no_grad()
     def prepare(self, mb: dict) -> dict:
@@ -383,7 +448,8 @@ class StudentStage(Stage):
         if self.task in self.c.quantize:
             y = quantize_8bit(y)
         x0 = op.map(self.estimate, y)
-        p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "x0": x0, "z_in": self.codec.encode(x0)}
+        p = {"x": x, "y": y, "op": op, "seeds": mb["seed"], "x0": x0, "z_in": self.codec.encode(x0),
+             "context": self.caption_contexts(mb)}
         if self.c.gt_weight > 0 and self.c.gt_space == "latent":
             p["z_gt"] = self.codec.encode(x)
         return p
@@ -400,7 +466,7 @@ class StudentStage(Stage):
         c = self.c
         if c.train_vae == "all":                   # the encoder trains too: encode with gradients
             p = {**p, "z_in": self.codec.encode(p["x0"])}
-        z_hat = self.restore(p["z_in"])
+        z_hat = self.restore(p["z_in"], p["context"])
         p["z_hat"] = z_hat.detach()
         pixel = (c.meas_space == "pixel" or self.tvae is not None or (c.gt_weight > 0 and c.gt_space == "pixel")
                  or c.temporal_weight > 0)
@@ -410,7 +476,8 @@ class StudentStage(Stage):
         if w_dmd > 0:
             z_p = self.prior_space(z_hat, x_hat)
             weight = p["op"].missing(z_p) if c.prior_mask == "missing" else None
-            terms["dmd"], _ = self.dmd(z_p, self.teacher, self.critic, p["seeds"], weight)
+            real, fake, convert = self.scores(p["context"])
+            terms["dmd"], _ = self.dmd(z_p, real, fake, p["seeds"], weight, convert)
             loss = loss + w_dmd * terms["dmd"]
         if c.gt_weight > 0:
             terms["gt"] = per_sample_mean((z_hat - p["z_gt"]) ** 2 if c.gt_space == "latent" else (x_hat - p["x"]) ** 2)
@@ -430,9 +497,9 @@ class StudentStage(Stage):
 
     def critic_step_loss(self, p: dict) -> dict[str, Tensor]:
         with torch.no_grad():
-            z_hat = p["z_hat"] if "z_hat" in p else self.restore(p["z_in"])
+            z_hat = p["z_hat"] if "z_hat" in p else self.restore(p["z_in"], p["context"])
             z_p = self.prior_space(z_hat)
-        return {"loss": self.critic_loss(self.critic, z_p, p["seeds"], STREAM_CRITIC)}
+        return {"loss": self.critic_loss(conditioned(self.critic, p["context"]), z_p, p["seeds"], STREAM_CRITIC)}
 
     # -------------------------------------------------------------- the step
     def train_step(self, step, micro):
@@ -468,7 +535,10 @@ class StudentStage(Stage):
 
     def validate(self):
         s = self.eval_student()
-        return self.validator(self.eval_vae(), s) if s is not None else {}
+        if s is None:
+            return {}
+        context = self.ctx.text.contexts([self.c.prompt]) if self.ctx.text is not None else None
+        return self.validator(self.eval_vae(), s, context)
 
     def finish(self, steps):
         sd = self.averaged_state("student")
@@ -481,6 +551,9 @@ class StudentStage(Stage):
                   **self.spec.to_entry(), "dit": dataclasses.asdict(self.teacher.config),
                   "dit_preset": self.dit_preset, "provenance": self.ctx.provenance(self.name, steps)}
         modules = {"student": sd}
+        if self.ctx.text is not None:       # the prompt vir restore uses without --prompt, and its context
+            header["text"] = self.ctx.text_record(self.c.prompt)
+            modules["text"] = {"prompt": self.ctx.text.contexts([self.c.prompt])[0].cpu()}
         if "vae" in self.trained:
             modules["vae"] = self.averaged_state("vae")
         path = save_checkpoint(self.ctx.out / self.name / STUDENT_FILE, modules, make_header(**header))

@@ -50,6 +50,8 @@ from instantvir_cli.distill.data import (
     load_val_clip,
     make_loader,
 )
+from instantvir_cli.distill.captions import RunText, find_captions
+from instantvir_cli.distill.weights import artifact_identity, check_weight_paths, config_value, resolve_path
 from instantvir_cli.distill.dist import (
     DistEnv,
     full_state_dict,
@@ -134,6 +136,9 @@ def check_config(cfg: DistillConfig) -> None:
         o = getattr(cfg, key)
         if o.batch % o.accumulate:
             raise ConfigError(f"{key}.batch: {o.batch} is not divisible by {key}.accumulate = {o.accumulate}")
+    if dit.text_dim and not cfg.text.encoder and not cfg.teacher.init:
+        raise ConfigError(f"teacher.model.text_dim: a text-conditioned teacher ({dit.text_dim}) needs a text "
+                          "encoder: set [text] encoder (and captions), or text_dim = 0")
 
 
 #################################################################################
@@ -152,6 +157,14 @@ class RunContext:
     emit: Callable[[Event], None]
     steps_done: dict[str, int] = field(default_factory=dict)
     bf16: bool = False
+    text: RunText | None = None                 # the text encoder of a text-conditioned teacher
+    captions: dict[str, str] = field(default_factory=dict)
+
+    def text_record(self, prompt: str) -> dict:
+        """What an export records of its text student: the prompt and where its encoder was."""
+        t = self.text
+        return {"prompt": prompt, "negative_prompt": t.negative_prompt, "length": t.encoder.length,
+                "dim": t.dim, **t.encoder.source}
 
     def autocast(self):
         if self.bf16:
@@ -163,7 +176,7 @@ class RunContext:
         if stage in self.cfg.run.stages:
             return produced
         if init:
-            return Path(init).expanduser()
+            return resolve_path(init, f"{stage}.init")
         if produced.is_file():
             return produced
         raise ConfigError(f"run.stages: the later stages need a {stage}: run the {stage} stage, set "
@@ -181,7 +194,7 @@ class RunContext:
 
     def export_students(self) -> Path | None:
         """Write instantvir.safetensors from every task's finished student (rank 0)."""
-        students, dit_cfg, dit_preset = {}, None, ""
+        students, dit_cfg, dit_preset, text = {}, None, "", None
         for task in self.cfg.student.tasks:
             path = self.out / f"student_{task}" / STUDENT_FILE
             if not path.is_file():
@@ -194,14 +207,17 @@ class RunContext:
                               "decode": DecodeSpec.from_entry(h)}
             self.steps_done.setdefault(f"student_{task}", h["provenance"]["steps"].get(f"student_{task}", 0))
             dit_preset = h.get("dit_preset", "")
+            if "text" in ck.modules:
+                text = {"header": h["text"], "prompt": ck.state_dict("text")["prompt"]}
         if not students:
             return None
         vae_file = self.vae_path()
-        vae_steps = read_header(vae_file).get("provenance", {}).get("steps", {})
+        vae_steps = (read_header(vae_file).get("provenance", {}).get("steps", {})
+                     if vae_file.suffix == ".safetensors" else {})                # a published LeanVAE: none
         self.steps_done.setdefault("vae", vae_steps.get("vae", 0))    # trained in an earlier run: its steps
         vae, vae_preset = X.load_vae(vae_file)
         path = X.save_export(self.out / X.EXPORT_FILE, vae, vae_preset, dit_cfg, dit_preset, students,
-                             X.provenance(to_dict(self.cfg), self.sources.names, self.steps_done))
+                             X.provenance(to_dict(self.cfg), self.sources.names, self.steps_done), text)
         self.emit(Event("export", message=str(path), metrics={"tasks": sorted(students)}))
         return path
 
@@ -218,9 +234,11 @@ def _artifact(ctx: RunContext, stage: str) -> Path:
 def _upstream(ctx: RunContext, stage: str) -> dict:
     if stage == "vae":
         return {}
-    up = {"vae": X.artifact_id(ctx.vae_path()), "teacher_vae": ctx.cfg.teacher.vae}
+    ident = lambda key: artifact_identity(resolve_path(config_value(ctx.cfg, key), key)) if config_value(ctx.cfg, key) else ""
+    up = {"vae": artifact_identity(ctx.vae_path()), "teacher_vae": ident("teacher.vae"), "text": ident("text.encoder")}
     if stage.startswith("student_"):
-        up["teacher"] = X.artifact_id(ctx.teacher_path())
+        up.update(teacher=artifact_identity(ctx.teacher_path()), weights=ident("student.weights"),
+                  critic_weights=ident("student.critic_weights"))
     return up
 
 
@@ -413,7 +431,8 @@ def build_context(cfg: DistillConfig, env: DistEnv, emit=None) -> RunContext:
            for s in sources.val} if env.main else {}
     bf16 = env.device.type == "cuda" and cfg.run.precision in ("auto", "bf16")
     return RunContext(cfg, out, env, sources, val, JsonlLog(out / LOG_FILE if env.main else None),
-                      emit or (lambda e: None), bf16=bf16)
+                      emit or (lambda e: None), bf16=bf16, text=RunText.from_config(cfg, env.device),
+                      captions=find_captions(sources, cfg.data))
 
 
 def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) -> RunResult:
@@ -423,6 +442,7 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
         torch.set_num_threads(cfg.run.threads)
     if cfg.run.precision == "bf16" and env.device.type == "cpu":
         emit(Event("info", message="run.precision = 'bf16' is for CUDA; on the CPU the run stays in fp32"))
+    check_weight_paths(cfg)              # a missing weight file stops the run before anything is written
     if env.main:
         _prepare_folder(cfg, out, resume, emit)
     env.barrier()

@@ -48,9 +48,10 @@ def val_operator(task: str, options: dict, x: Tensor, quantize: bool = False) ->
 
 
 @torch.no_grad()
-def restore_clip(op: Operator, vae, student, y: Tensor, spec: DecodeSpec) -> Tensor:
-    """The student's restoration of y, streamed through `vir restore`'s restorer."""
-    return restore_tensor(InstantViRRestorer(op, vae, student, spec), y)
+def restore_clip(op: Operator, vae, student, y: Tensor, spec: DecodeSpec, context: Tensor | None = None) -> Tensor:
+    """The student's restoration of y, streamed through `vir restore`'s restorer (with a text
+    student's context (1, Lc, D))."""
+    return restore_tensor(InstantViRRestorer(op, vae, student, spec, context=context), y)
 
 
 class StudentValidator:
@@ -72,12 +73,13 @@ class StudentValidator:
         return self._baselines
 
     @torch.no_grad()
-    def __call__(self, vae, student) -> dict[str, float]:
+    def __call__(self, vae, student, context: Tensor | None = None) -> dict[str, float]:
         out: dict[str, list[float]] = {}
         for op, y, x in self.cases.values():
-            scores = quality(x, restore_clip(op, vae, student, y, self.spec), "")
+            scores = quality(x, restore_clip(op, vae, student, y, self.spec, context), "")
             if self.spec.consistency:
-                scores.update(quality(x, restore_clip(op, vae, student, y, self.spec.replace(consistency=0)), "raw_"))
+                scores.update(quality(x, restore_clip(op, vae, student, y, self.spec.replace(consistency=0), context),
+                                      "raw_"))
             for k, v in scores.items():
                 out.setdefault(k, []).append(v)
         res = {k: sum(v) / len(v) for k, v in out.items()}

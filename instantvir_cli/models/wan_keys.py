@@ -117,6 +117,9 @@ def wan_config_from_state_dict(sd: Mapping[str, Tensor], heads: int | None = Non
         dim, cin, patch = w.shape[0], w.shape[1], tuple(w.shape[2:])
         depth = len({key.split(".")[1] for key in sd if key.startswith("blocks.")})
         has_text = wan_key("text_mlp.fc1.weight", layout) in sd
+        if not heads and dim % 128:
+            raise CheckpointError(f"Wan2.1 DiT of width {dim}: the head count is not in the weights and the width "
+                                  "is not a multiple of Wan's head dim 128")
         return DiTConfig(
             dim=dim,
             depth=depth,

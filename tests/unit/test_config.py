@@ -99,8 +99,10 @@ def test_model_overrides_are_checked():
         dit_model_config(from_dict(DistillConfig, {"teacher": {"model": {"depth": "2"}}}).teacher, 16)
     with pytest.raises(ConfigError, match=r"^teacher\.model\.patch: expected an array of 3 items"):
         dit_model_config(from_dict(DistillConfig, {"teacher": {"model": {"patch": [1, 2]}}}).teacher, 16)
-    with pytest.raises(ConfigError, match=r"text-conditioned teachers need captions"):
-        dit_model_config(from_dict(DistillConfig, {"teacher": {"model": {"text_dim": 8}}}).teacher, 16)
+    from instantvir_cli.distill.trainer import check_config
+
+    with pytest.raises(ConfigError, match=r"^teacher\.model\.text_dim: a text-conditioned teacher \(8\) needs a text encoder"):
+        check_config(from_dict(DistillConfig, {"teacher": {"model": {"text_dim": 8}}}))
     with pytest.raises(ConfigError, match=r"^vae\.preset: unknown VAE preset 'huge'"):
         vae_model_config(from_dict(DistillConfig, {"vae": {"preset": "huge"}}).vae)
     dit = dit_model_config(from_dict(DistillConfig, {"teacher": {"preset": "tiny"}}).teacher, 4)
