@@ -84,4 +84,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     raise CheckpointError(f"{path}: unknown weights format {path.suffix!r} (use .safetensors, .pt, .pth, .ckpt)")
 
 
-__all__ = ["FOREIGN_SUFFIXES", "check_file", "load_state_dict_file"]
+def read_config_json(folder: Path, expected: str) -> tuple[Path, dict[str, Any]]:
+    """(path, contents) of `folder/config.json`, the config of a transformers or diffusers folder;
+    CheckpointError when it is missing (`expected` says what folder was wanted) or unreadable."""
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{folder}: no config.json (expected {expected})")
+    try:
+        return cfg_file, json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{cfg_file}: unreadable ({err})") from None
+
+
+__all__ = ["FOREIGN_SUFFIXES", "check_file", "load_state_dict_file", "read_config_json"]

@@ -25,7 +25,6 @@ truncates it silently). transformers is an optional dependency (`pip install 'in
 from __future__ import annotations
 
 import html
-import json
 import re
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
-from .foreign import load_state_dict_file
+from .foreign import load_state_dict_file, read_config_json
 from .strict import check_state_dict
 
 TEXT_LENGTH = 512                   # Wan2.1's text_len
@@ -156,13 +155,7 @@ def load_umt5(weights: Path):
     """transformers' UMT5EncoderModel from a diffusers/transformers folder or Wan's file (fp32, eval)."""
     T = _transformers()
     if weights.is_dir():
-        cfg_file = weights / "config.json"
-        if not cfg_file.is_file():
-            raise CheckpointError(f"{weights}: no config.json (expected a transformers text_encoder/ folder)")
-        try:
-            raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{cfg_file}: unreadable ({err})") from None
+        cfg_file, raw = read_config_json(weights, "a transformers text_encoder/ folder")
         if raw.get("model_type") not in ("umt5", "t5"):
             raise CheckpointError(f"{cfg_file}: model_type {raw.get('model_type')!r}, expected 'umt5'")
         raw = {k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")}

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
-from .foreign import load_state_dict_file
+from .foreign import load_state_dict_file, read_config_json
 from .strict import check_state_dict
 
 WAN_LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -178,13 +178,7 @@ def load_wan_vae(path: str | Path, device: str | torch.device = "cpu") -> WanVAE
         p = p / "vae"
     mean, std = WAN_LATENT_MEAN, WAN_LATENT_STD
     if p.is_dir():
-        cfg_file = p / "config.json"
-        if not cfg_file.is_file():
-            raise CheckpointError(f"{p}: no config.json (expected a diffusers vae/ folder)")
-        try:
-            raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{cfg_file}: unreadable ({err})") from None
+        cfg_file, raw = read_config_json(p, "a diffusers vae/ folder")
         if raw.get("_class_name") not in (None, "AutoencoderKLWan"):
             raise CheckpointError(f"{cfg_file}: a {raw.get('_class_name')}, not an AutoencoderKLWan")
         cfg = {k: v for k, v in raw.items() if not k.startswith("_")}
