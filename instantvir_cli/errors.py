@@ -20,41 +20,41 @@ from __future__ import annotations
 
 
 class VirError(Exception):
-    """Base of all user-facing errors; `exit_code` is what the CLI exits with."""
+    """Base of all user-facing errors; `exit_code` is what the CLI exits with.
+
+    A subclass names its code in its header: `class UsageError(VirError, exit_code=2)`.
+    """
 
     exit_code = 1
 
-
-class UsageError(VirError):
-    exit_code = 2
-
-
-class InputNotFound(VirError):
-    exit_code = 3
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
 
-class InputUnreadable(VirError):
-    exit_code = 4
+class UsageError(VirError, exit_code=2):
+    """Unknown option or task, or a bad value."""
 
 
-class InputCorrupt(VirError):
-    exit_code = 5
+# the input
+class InputNotFound(VirError, exit_code=3):
+    """Not found, or not a regular file."""
+class InputUnreadable(VirError, exit_code=4):
+    """Empty, not a media file, no video stream, no frames."""
+class InputCorrupt(VirError, exit_code=5):
+    """Corrupt or truncated part-way through."""
 
 
-class OutputRefused(VirError):
-    exit_code = 6
-
-
-class MaskInvalid(VirError):
-    exit_code = 7
-
-
-class CheckpointError(VirError):
-    exit_code = 8
-
-
-class ConfigError(VirError):
-    exit_code = 9
+# what vir writes, and what it reads besides the input
+class OutputRefused(VirError, exit_code=6):
+    """Same as the input, exists without --overwrite, not writable, or the disk is full."""
+class MaskInvalid(VirError, exit_code=7):
+    """Wrong size or unreadable."""
+class CheckpointError(VirError, exit_code=8):
+    """Not found, unreadable, or not describing the models it holds."""
+class ConfigError(VirError, exit_code=9):
+    """A distill config or a sidecar that is invalid."""
 
 
 EXIT_INTERRUPTED = 130
