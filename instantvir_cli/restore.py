@@ -22,6 +22,7 @@ from instantvir_cli.errors import InputCorrupt, UsageError
 from instantvir_cli.learned import learned_restorer, random_restorer
 from instantvir_cli.masks import inpaint_operator_from_mask, load_mask
 from instantvir_cli.ops import TASKS, Operator, build_operator, operator_from_dict
+from instantvir_cli.ops.options import OperatorOptions
 from instantvir_cli.paths import check_input_path, check_output_path
 from instantvir_cli.restorer import Restorer
 from instantvir_cli.sidecar import Sidecar
@@ -43,6 +44,7 @@ class RestoreOptions:
     mask: Path | None = None         # inpainting keep-mask (image or video); overrides the sidecar
     seed: int = 0                    # seed of the default random inpainting mask (no sidecar/mask)
     sigma_y: float | None = None     # measurement noise std on [-1, 1]; None: sidecar or 0
+    operator: OperatorOptions = OperatorOptions()  # blur sigma and size, keep fraction, sr kernel (None: sidecar)
     block_frames: int = 12           # frames per block pushed through the restorer
     device: str = "cpu"
     checkpoint: Path | None = None   # learned model weights (instantvir)
@@ -78,7 +80,8 @@ def resolve_operator(
 ) -> tuple[Operator, "object | None"]:
     """The operator to undo on `input_path` and, for a per-frame mask video, its mask source.
 
-    Order: the `--task`/`--mask` the user gave, then the sidecar `IN.vir.json`, then defaults.
+    Order: the `--task`/`--mask` and operator options the user gave, then the sidecar
+    `IN.vir.json`, then defaults.
     The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
     """
     sidecar = Sidecar.read(input_path)
@@ -92,6 +95,13 @@ def resolve_operator(
         if warn:
             warn(f"--task {task} differs from the sidecar's task {spec.get('task')}: ignoring the sidecar")
         spec = None
+    opts.operator.check_task(task)
+    if task == "inpaint" and opts.mask is not None and opts.operator.keep_fraction is not None:
+        raise UsageError("--keep-fraction sets vir's random mask: it does not apply with --mask")
+    if spec is not None and not (task == "inpaint" and opts.mask is not None):
+        spec, changes = opts.operator.override(spec)
+        for line in changes if warn else ():
+            warn(line)
 
     mask_source = None
     if task == "inpaint" and opts.mask is not None:
@@ -110,8 +120,12 @@ def resolve_operator(
         if task == "sr4x":
             height, width = 4 * height, 4 * width
         if task == "inpaint" and warn:
-            warn(f"no sidecar and no --mask: assuming vir's default 50 % random mask with seed {opts.seed}")
-        op = build_operator(task, height, width, seed=opts.seed) if task == "inpaint" else build_operator(task, height, width)
+            keep = opts.operator.keep_fraction or 0.5
+            warn(f"no sidecar and no --mask: assuming vir's random mask keeping {keep:.0%} of pixels, seed {opts.seed}")
+        options = opts.operator.for_task(task)
+        if task == "inpaint":
+            options["seed"] = opts.seed
+        op = build_operator(task, height, width, **options)
     if opts.sigma_y is not None:
         op.sigma_y = float(opts.sigma_y)
     if mask_source is not None and not mask_source.is_video:

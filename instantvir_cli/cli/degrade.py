@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from instantvir_cli.cli import _encode as enc
+from instantvir_cli.cli import _operator as opr
 from instantvir_cli.cli import app
 from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
 
@@ -18,6 +19,8 @@ EPILOG = """Examples:
   vir degrade clip.mp4 holes.mkv --task inpaint --seed 3 --noise 0.05
 
   vir degrade clip.mp4 holes.mp4 --task inpaint --mask keep.png
+
+  vir degrade clip.mp4 blurry.mkv --task deblur --blur-sigma 2 --blur-size 31
 """
 
 
@@ -31,7 +34,10 @@ def degrade(
     mask: Annotated[
         Optional[Path], typer.Option("--mask", help="Keep-mask image or video (non-zero = observed) for inpaint.")
     ] = None,
-    sr_kernel: Annotated[str, typer.Option("--sr-kernel", help="sr4x downsampling: area | bicubic.")] = "area",
+    blur_sigma: opr.blur_sigma(restore=False) = None,
+    blur_size: opr.blur_size(restore=False) = None,
+    keep_fraction: opr.keep_fraction(restore=False) = None,
+    sr_kernel: opr.sr_kernel(restore=False) = None,
     lossless: Annotated[
         bool,
         typer.Option("--lossless/--lossy", help="Exactly lossless output (default), or the encoder options below.",
@@ -48,13 +54,11 @@ def degrade(
 ) -> None:
     """Degrade a video with a known operator: y = A(x) + sigma_y * n."""
     from instantvir_cli.degrade import DegradeOptions, degrade_video
-    from instantvir_cli.errors import UsageError
 
     with handle_errors():
-        if sr_kernel not in ("area", "bicubic"):
-            raise UsageError(f"unknown --sr-kernel {sr_kernel!r} (choose area or bicubic)")
+        operator = opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel)
         encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
-        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, sr_kernel=sr_kernel)
+        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, operator=operator)
         with FrameProgress("degrade", None, enabled=progress) as bar:
             report = degrade_video(input, output, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
     if not STATE.quiet:

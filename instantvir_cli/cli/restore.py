@@ -9,6 +9,7 @@ import typer
 
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import _model as opt
+from instantvir_cli.cli import _operator as opr
 from instantvir_cli.cli import app
 from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
 
@@ -19,6 +20,8 @@ EPILOG = """Examples:
   vir restore masked.mp4 -o filled.mp4 --task inpaint --mask keep.png
 
   vir restore blurry.mp4 -o sharp.mkv --task deblur --model classical --lossless
+
+  vir restore blurry.mp4 -o sharp.mp4 --task deblur --blur-sigma 2 --model classical
 """
 
 
@@ -49,6 +52,10 @@ def restore(
         typer.Option("--consistency-steps", min=0, max=50,
                      help="instantvir: data-consistency steps after decoding (0 = off; default: 1 when the checkpoint enables it)."),
     ] = None,
+    blur_sigma: opr.blur_sigma(restore=True) = None,
+    blur_size: opr.blur_size(restore=True) = None,
+    keep_fraction: opr.keep_fraction(restore=True) = None,
+    sr_kernel: opr.sr_kernel(restore=True) = None,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
     codec: enc.Codec = "libx264",
@@ -71,6 +78,7 @@ def restore(
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
+            operator=opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel),
         )
         with FrameProgress("restore", None, enabled=progress) as bar:
             report = restore_video(input, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
