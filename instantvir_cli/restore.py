@@ -19,8 +19,11 @@ import torch
 from instantvir_cli.classical import classical_restorer
 from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import InputCorrupt, UsageError
+from instantvir_cli.fit import check_fit
 from instantvir_cli.learned import learned_restorer, random_restorer
 from instantvir_cli.masks import inpaint_operator_from_mask, load_mask
+from instantvir_cli.models.checkpoint import read_header
+from instantvir_cli.models.lookup import find_checkpoint
 from instantvir_cli.ops import TASKS, Operator, build_operator, operator_from_dict
 from instantvir_cli.ops.options import OperatorOptions
 from instantvir_cli.paths import check_input_path, check_output_path
@@ -53,6 +56,7 @@ class RestoreOptions:
     decode: DecodeSpec = DecodeSpec()  # ... decoded this way (a checkpoint names its own)
     consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's or decode's choice)
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA; CPU: fp32, student linears int8) | fp32 | int8 | bf16 | fp16
+    any_operator: bool = False       # instantvir: run a student on an operator it does not fit (fit.py; measuring only)
 
 
 @dataclass
@@ -133,8 +137,12 @@ def resolve_operator(
     return op, mask_source
 
 
-def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
-    """The restorer named by `opts.model` for operator `op`."""
+def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None) -> Restorer:
+    """The restorer named by `opts.model` for operator `op`.
+
+    A checkpoint's student runs on the operator it was trained for (`fit.check_fit`): on
+    another, a UsageError, or a warning where it was measured to hold.
+    """
     if opts.model == "classical":
         return classical_restorer(op)
     if opts.model == "instantvir":
@@ -144,7 +152,13 @@ def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
                 spec = spec.replace(consistency=opts.consistency_steps)
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
                                    spec=spec, precision=opts.precision)
-        return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device,
+        checkpoint = find_checkpoint(opts.checkpoint)
+        entry = (read_header(checkpoint).get("tasks") or {}).get(op.task)
+        if entry is not None and not opts.any_operator:
+            note = check_fit(entry.get("operator"), op, checkpoint)
+            if note and warn:
+                warn(note)
+        return learned_restorer(op, checkpoint=checkpoint, device=opts.device,
                                 consistency_steps=opts.consistency_steps, precision=opts.precision)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
 
@@ -169,7 +183,7 @@ def restore_video(
     info = probe(input_path)
     op, mask_source = resolve_operator(input_path, info, opts, warn)
     out_h, out_w = op.signal_size(info.height, info.width)
-    restorer = make_restorer(op, opts)
+    restorer = make_restorer(op, opts, warn)
     stages = {"decode": 0.0, "restore": 0.0, "encode": 0.0}
     device = torch.device(opts.device)
     frames_out = 0

@@ -68,7 +68,11 @@ def restore(
     copy_streams: enc.CopyStreams = True,
     encoder_opt: enc.Extra = None,
 ) -> None:
-    """Restore a degraded video (inpaint, deblur or sr4x), block by block."""
+    """Restore a degraded video (inpaint, deblur or sr4x), block by block.
+
+    The learned model runs on the operator it was trained for; on another it stops with exit
+    code 2 and points to --model classical (or, where it was measured to hold, warns and runs).
+    """
     from instantvir_cli.paths import default_output_path
     from instantvir_cli.restore import RestoreOptions, restore_video
 

@@ -7,8 +7,15 @@ import json
 import pytest
 
 from tests.cli.helpers import assert_one_line_error, vir, write_mask
+from tests.model_fixtures import save_tiny_checkpoint
 
 FAST = ("--preset", "ultrafast", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """Students of the three tasks, each recording the default operator as its training operator."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 def _sidecar(path):
@@ -38,6 +45,30 @@ def test_a_blur_named_on_the_command_line_is_made_and_undone(clip_odd, tmp_path)
     right_db, wrong_db = _psnr(clip_odd, right), _psnr(clip_odd, wrong)
     print(f"sigma 1.5 restored as 1.5: {right_db:.2f} dB, as 3.0: {wrong_db:.2f} dB")
     assert right_db > wrong_db + 10
+
+
+def test_the_learned_model_refuses_a_blur_it_was_not_trained_on(clip_odd, tiny_ckpt, tmp_path):
+    blurry = tmp_path / "blurry.mkv"
+    assert vir("degrade", clip_odd, blurry, "--task", "deblur", "--blur-sigma", "2", "--no-progress").exit_code == 0
+    out = tmp_path / "out.mkv"
+    result = vir("restore", blurry, "-o", out, "--checkpoint", tiny_ckpt, *FAST)
+    assert_one_line_error(result, 2)
+    assert "blur sigma 3.0 (this input: 2.0)" in result.stderr and "--model classical" in result.stderr
+    assert not out.exists()
+    # with the blur it was trained on (the flag, here) it runs
+    fine = vir("restore", blurry, "-o", out, "--checkpoint", tiny_ckpt, "--blur-sigma", "3", *FAST)
+    assert fine.exit_code == 0, fine.stderr
+
+
+@pytest.mark.parametrize("task, flag", [("sr4x", ("--sr-kernel", "bicubic")), ("inpaint", ("--keep-fraction", "0.25"))])
+def test_the_learned_model_refuses_another_kernel_or_keep_fraction(clip_odd, tiny_ckpt, tmp_path, task, flag):
+    low = tmp_path / "low.mkv"
+    assert vir("degrade", clip_odd, low, "--task", task, *flag, "--no-progress").exit_code == 0
+    result = vir("restore", low, "-o", tmp_path / "out.mkv", "--checkpoint", tiny_ckpt, *FAST)
+    assert_one_line_error(result, 2)
+    assert "--model classical" in result.stderr
+    classical = vir("restore", low, "-o", tmp_path / "out.mkv", "--model", "classical", *FAST)
+    assert classical.exit_code == 0, classical.stderr
 
 
 def test_keep_fraction_sets_the_random_masks_density(clip_odd, tmp_path):
