@@ -9,7 +9,7 @@ import typer
 
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import _operator as opr
-from instantvir_cli.cli import app
+from instantvir_cli.cli import _help, app
 from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
 
 EPILOG = """Examples:
@@ -28,7 +28,7 @@ EPILOG = """Examples:
 def degrade(
     input: Annotated[Path, typer.Argument(help="Clean video.", show_default=False)],
     output: Annotated[Path, typer.Argument(help="Degraded video to write (sidecar OUT.vir.json beside it).", show_default=False)],
-    task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x.", show_default=False)] = ...,  # type: ignore[assignment]
+    task: Annotated[str, typer.Option("--task", "-t", metavar=_help.TASKS, help="The degradation.", show_default=False)] = ...,  # type: ignore[assignment]
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inpainting mask and of the noise.")] = 0,
     noise: Annotated[float, typer.Option("--noise", min=0.0, help="Measurement noise std sigma_y on [-1, 1].")] = 0.0,
     mask: Annotated[

@@ -51,7 +51,7 @@ def _options(params) -> list[str]:
         if p.param_type_name != "option" or p.hidden:
             continue
         flags = ", ".join(f"\\fB{_esc(o)}\\fR" for o in [*p.opts, *p.secondary_opts])
-        metavar = "" if p.is_flag else f" \\fI{_esc(p.name.upper())}\\fR"
+        metavar = "" if p.is_flag else f" \\fI{_esc(p.metavar or p.name.upper())}\\fR"
         lines += [".TP", flags + metavar]
         text = p.help or ""
         if not p.is_flag and p.default not in (None, ...) and not callable(p.default):

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from instantvir_cli.cli import _encode as enc
+from instantvir_cli.cli import _help
 from instantvir_cli.cli import _model as opt
 from instantvir_cli.cli import _operator as opr
 from instantvir_cli.cli import app
@@ -33,7 +34,8 @@ def restore(
     ] = None,
     task: Annotated[
         Optional[str],
-        typer.Option("--task", "-t", help="inpaint | deblur | sr4x (default: from IN.vir.json).", show_default=False),
+        typer.Option("--task", "-t", metavar=_help.TASKS, help="The degradation to undo (default: from IN.vir.json).",
+                     show_default=False),
     ] = None,
     model: opt.Model = "instantvir",
     mask: Annotated[
