@@ -54,6 +54,6 @@ def main(
     STATE.verbose = verbose and not quiet
 
 
-from instantvir_cli.cli import bench, degrade, distill, restore  # noqa: E402  (registers commands)
+from instantvir_cli.cli import bench, compare, degrade, distill, restore  # noqa: E402  (registers commands)
 
-__all__ = ["app", "bench", "degrade", "distill", "restore"]
+__all__ = ["app", "bench", "compare", "degrade", "distill", "restore"]

@@ -10,7 +10,7 @@ import pytest
 from instantvir_cli.cli import _help
 from tests.cli.helpers import vir
 
-COMMANDS = ["restore", "degrade", "bench", "distill"]
+COMMANDS = ["restore", "degrade", "bench", "compare", "distill"]
 MAN = Path(__file__).resolve().parents[2] / "man"
 
 
