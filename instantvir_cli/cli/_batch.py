@@ -54,7 +54,7 @@ def restore_batch(inputs: list[Path], out_dir: Path, opts, encode, overwrite: bo
         run_batch(jobs, opts, encode, overwrite=overwrite, progress=bar, on_start=on_start, on_done=on_done,
                   warn=warn)
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]: the input being restored was not written; the rest were not started")
+        err_console.print("[red]interrupted[/red]: the input being restored was not written, nor the ones after it")
         _print_summary(done, len(jobs))
         return EXIT_INTERRUPTED
     _print_summary(done, len(jobs))
@@ -70,4 +70,4 @@ def _print_summary(results, planned: int) -> None:  # noqa: ANN001
     counts = {s: sum(r.status == s for r in results) for s in (RESTORED, SKIPPED, FAILED)}
     left = planned - len(results)
     out_console.print(f"{counts[RESTORED]} restored, {counts[SKIPPED]} skipped, {counts[FAILED]} failed"
-                      + (f", {left} not started" if left else ""))
+                      + (f", {left} left by the interrupt" if left else ""))

@@ -104,3 +104,21 @@ def test_folders_contribute_their_videos_once(clips):
     assert empty.output is None and empty.error.exit_code == 3
     with pytest.raises(UsageError):
         plan_batch([], clips / "out")
+
+
+def test_ctrl_c_stops_the_batch_after_a_table_of_what_was_done(clips, monkeypatch):
+    import instantvir_cli.batch as batch
+
+    real = batch.restore_video
+
+    def interrupted_on_the_second(inp, out, *args, **kwargs):
+        if inp.name == "c.mkv":
+            raise KeyboardInterrupt
+        return real(inp, out, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "restore_video", interrupted_on_the_second)
+    result = vir("restore", "good.mkv", "clips/c.mkv", "clips/a.mp4", "-O", "out", *CLASSICAL)
+    assert result.exit_code == 130, result.stderr
+    assert "interrupted" in result.stderr
+    assert "1 restored, 0 skipped, 0 failed, 2 left by the interrupt" in result.stdout
+    assert sorted(p.name for p in (clips / "out").iterdir()) == ["good.mkv"]
