@@ -115,7 +115,8 @@ class _Panels:
                 role, note = "reference", "reference"
             elif size != (self.width, self.height):
                 role = "unscored"
-                note = f"{size[0]}x{size[1]}, " + ("not scored" if opts.reference else f"shown at {self.width}x{self.height}")
+                shown = "not scored" if opts.reference else f"shown at {self.width}x{self.height}"
+                note = f"{size[0]}x{size[1]}, {shown}"
             else:
                 role, note = ("scored", "") if opts.reference else ("unscored", "")
             self.scores.append(PanelScore(label, p, size, role, note=note))

@@ -63,9 +63,9 @@ def main() -> None:
                 row["gain_db"] = row["instantvir"]["psnr"] - row["classical"]["psnr"]
                 rows.append(row)
                 what = ", ".join(f"{k}={v}" for k, v in params.items())
-                print(f"| {clip.name} | {task} | {what} | {row['classical']['psnr']:.2f} / {row['classical']['ssim']:.4f}"
-                      f" | {row['instantvir']['psnr']:.2f} / {row['instantvir']['ssim']:.4f} | {row['gain_db']:+.2f} |",
-                      flush=True)
+                c, v = row["classical"], row["instantvir"]
+                print(f"| {clip.name} | {task} | {what} | {c['psnr']:.2f} / {c['ssim']:.4f} | {v['psnr']:.2f} / "
+                      f"{v['ssim']:.4f} | {row['gain_db']:+.2f} |", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=1))

@@ -31,7 +31,8 @@ def summary_table(results) -> Table:  # noqa: ANN001 - list[batch.BatchResult]
     return table
 
 
-def restore_batch(inputs: list[Path], out_dir: Path, opts, encode, overwrite: bool, progress: bool) -> int:  # noqa: ANN001
+def restore_batch(inputs: list[Path], out_dir: Path, opts, encode, overwrite: bool,  # noqa: ANN001
+                  progress: bool) -> int:
     """Restore every input into `out_dir`; print the summary table; return the exit code."""
     from instantvir_cli.batch import FAILED, first_failure, plan_batch, prepare_out_dir, run_batch
 

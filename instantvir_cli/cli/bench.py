@@ -28,14 +28,19 @@ EPILOG = """Examples:
 
 @app.command(epilog=EPILOG)
 def bench(
-    resolution: Annotated[str, typer.Option("--resolution", "-r", metavar="WxH", help="Output frame size WxH to time.")] = "832x480",
+    resolution: Annotated[
+        str, typer.Option("--resolution", "-r", metavar="WxH", help="Output frame size WxH to time.")
+    ] = "832x480",
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, max=10000, help="Frames in the generated clip.")] = 48,
     task: Annotated[str, typer.Option("--task", "-t", metavar=_help.TASKS + "|all", help="The task to time.")] = "all",
     model: opt.Model = "instantvir",
     arch: Annotated[
-        Optional[str], typer.Option("--arch", metavar="PRESET", help="Time RANDOM weights of this DiT preset (no checkpoint needed).")
+        Optional[str],
+        typer.Option("--arch", metavar="PRESET", help="Time RANDOM weights of this DiT preset (no checkpoint needed)."),
     ] = None,
-    vae: Annotated[Optional[str], typer.Option("--vae", metavar="PRESET", help="... and of this VAE preset (with --arch).")] = None,
+    vae: Annotated[
+        Optional[str], typer.Option("--vae", metavar="PRESET", help="... and of this VAE preset (with --arch).")
+    ] = None,
     init: Annotated[
         str, typer.Option("--init", metavar="operator|classical|fast", help="... and this initial estimate (with --arch).")
     ] = "operator",
@@ -48,7 +53,8 @@ def bench(
     ] = False,
     compare: Annotated[
         Optional[list[str]],
-        typer.Option("--compare", metavar="dps|wan-vae", help="Also time: dps (iterative posterior sampling over the same architecture; "
+        typer.Option("--compare", metavar="dps|wan-vae",
+                     help="Also time: dps (iterative posterior sampling over the same architecture; "
                      "both sides in fp32, with their PSNR) | wan-vae (Wan2.1's VAE, needs diffusers). Repeatable."),
     ] = None,
     dps_steps: Annotated[int, typer.Option("--dps-steps", min=1, max=1000, help="Steps of DPS for --compare dps.")] = 50,

@@ -39,8 +39,9 @@ def compare(
                            show_default=False),
     ] = ...,  # type: ignore[assignment]
     frame: Annotated[
-        Optional[int], typer.Option("--frame", "-f", min=0, help="Sheet: the frame to show, from 0 (default: the middle).",
-                                    show_default=False),
+        Optional[int],
+        typer.Option("--frame", "-f", min=0, show_default=False,
+                     help="Sheet: the frame to show, from 0 (default: the middle)."),
     ] = None,
     crop: Annotated[
         Optional[str], typer.Option("--crop", metavar="X,Y,W,H", help="A region of the first video's frame, boxed "
@@ -51,8 +52,9 @@ def compare(
                            "are scored against; --no-reference shows them alone, unscored."),
     ] = True,
     label: Annotated[
-        Optional[list[str]], typer.Option("--label", "-l", help="A panel's label, one per video in order "
-                                          "(default: the file names). Repeatable.", show_default=False),
+        Optional[list[str]],
+        typer.Option("--label", "-l", metavar="TEXT", show_default=False,
+                     help="A panel's label, one per video in order (default: the file names). Repeatable."),
     ] = None,
     vmaf: Annotated[
         bool, typer.Option("--vmaf/--no-vmaf", help="Video: also score VMAF (ffmpeg's libvmaf, vmaf_v0.6.1), "

@@ -73,7 +73,8 @@ def test_the_learned_model_refuses_another_kernel_or_keep_fraction(clip_odd, tin
 
 def test_keep_fraction_sets_the_random_masks_density(clip_odd, tmp_path):
     holes = tmp_path / "holes.mkv"
-    assert vir("degrade", clip_odd, holes, "--task", "inpaint", "--keep-fraction", "0.3", "--no-progress").exit_code == 0
+    made = vir("degrade", clip_odd, holes, "--task", "inpaint", "--keep-fraction", "0.3", "--no-progress")
+    assert made.exit_code == 0, made.stderr
     assert _sidecar(holes)["ratio"] == 0.3
 
 
