@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, ContextManager
 
 from instantvir_cli.errors import InputNotFound, OutputRefused, UsageError, VirError
+from instantvir_cli.paths import check_input_path
 from instantvir_cli.restore import ProgressFn, RestoreOptions, RestoreReport, WarnFn, restore_video
 from instantvir_cli.video import EncodeOptions
 
@@ -144,9 +145,13 @@ def _run_one(job: BatchJob, opts: RestoreOptions, encode: EncodeOptions, overwri
 
     if job.error is not None:
         return failed(job.error.exit_code, str(job.error))
+    try:
+        check_input_path(job.input)      # a missing input fails even where its output exists
+    except VirError as e:
+        return failed(e.exit_code, str(e))
     if _same_file(job.input, job.output):
         return failed(OutputRefused.exit_code, f"the output {job.output} is the input itself")
-    if job.output.exists() and not overwrite:
+    if job.output.is_file() and not overwrite:
         return BatchResult(job.input, job.output, SKIPPED, 0, "output exists (--overwrite replaces it)")
     name = job.input.name
 

@@ -122,3 +122,14 @@ def test_ctrl_c_stops_the_batch_after_a_table_of_what_was_done(clips, monkeypatc
     assert "interrupted" in result.stderr
     assert "1 restored, 0 skipped, 0 failed, 2 left by the interrupt" in result.stdout
     assert sorted(p.name for p in (clips / "out").iterdir()) == ["good.mkv"]
+
+
+def test_a_missing_input_fails_even_where_its_output_exists(clips):
+    (clips / "out").mkdir()
+    (clips / "out" / "gone.mkv").write_bytes(b"an old output")
+    (clips / "out" / "good.mkv").mkdir()                     # a folder where the output would go
+    result = vir("restore", "gone.mkv", "good.mkv", "-O", "out", *CLASSICAL)
+    assert result.exit_code == 3, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "failed (exit 3)" in rows["gone.mkv"] and "failed (exit 6)" in rows["good.mkv"]
+    assert (clips / "out" / "gone.mkv").read_bytes() == b"an old output"
