@@ -71,6 +71,30 @@ def test_the_learned_model_refuses_another_kernel_or_keep_fraction(clip_odd, tin
     assert classical.exit_code == 0, classical.stderr
 
 
+@pytest.fixture()
+def shipped_default(tmp_path, monkeypatch):
+    """`vir restore` finds the package's weights: no $VIR_CHECKPOINT, an empty user folder."""
+    monkeypatch.delenv("VIR_CHECKPOINT", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
+@pytest.mark.parametrize("args, held", [(["--sr-kernel", "bicubic"], True), (["--noise", "0.05"], False),
+                                        (["--sr-kernel", "bicubic", "--noise", "0.01"], False)])
+def test_the_default_runs_off_its_operator_only_where_it_was_measured_to_hold(clip_odd, tmp_path, shipped_default,
+                                                                               args, held):
+    low = tmp_path / "low.mkv"
+    assert vir("degrade", clip_odd, low, "--task", "sr4x", *args, "--no-progress").exit_code == 0
+    out = tmp_path / "up.mkv"
+    result = vir("restore", low, "-o", out, *FAST)
+    if held:
+        assert result.exit_code == 0, result.stderr
+        assert "warning:" in result.stderr and "measured to beat the classical restorer" in result.stderr
+        assert "instantvir" in result.stdout and out.is_file()
+    else:
+        assert_one_line_error(result, 2)
+        assert "--model classical" in result.stderr and not out.exists()
+
+
 def test_keep_fraction_sets_the_random_masks_density(clip_odd, tmp_path):
     holes = tmp_path / "holes.mkv"
     made = vir("degrade", clip_odd, holes, "--task", "inpaint", "--keep-fraction", "0.3", "--no-progress")

@@ -79,3 +79,18 @@ def test_check_fit_warns_where_the_checkpoint_was_measured_to_hold(checkpoint, m
 def test_a_checkpoint_without_its_operator_is_run_with_a_warning(checkpoint):
     note = fit.check_fit(None, build_operator("sr4x", 64, 64), checkpoint)
     assert note is not None and "does not record" in note
+
+
+def test_the_measured_ranges_belong_to_the_shipped_weights():
+    from instantvir_cli.models.lookup import _package_weights
+
+    assert fit.file_sha256(_package_weights()) == fit.SHIPPED_SHA256
+
+
+def test_only_one_parameter_may_differ_even_where_each_was_measured(checkpoint, monkeypatch):
+    monkeypatch.setitem(fit.HOLDS, fit.file_sha256(checkpoint), fit.HOLDS[fit.SHIPPED_SHA256])
+    one = build_operator("sr4x", 64, 64, kernel="bicubic")
+    assert "measured" in fit.check_fit(TRAINED["sr4x"], one, checkpoint)
+    both = build_operator("sr4x", 64, 64, kernel="bicubic", sigma_y=0.01)
+    with pytest.raises(UsageError):
+        fit.check_fit(TRAINED["sr4x"], both, checkpoint)
