@@ -104,7 +104,7 @@ def scores_table(report) -> Table:  # noqa: ANN001 - compare.CompareReport
     for c in columns + ["note"]:
         table.add_column(c, justify="left" if c in ("panel", "file", "note") else "right", overflow="fold")
     for p in report.panels:
-        row = [escape(p.label)] + ([escape(p.path.name)] if files else [])
+        row = [escape(p.label)] + ([escape(str(p.path))] if files else [])
         row += [_num(p.psnr, 2), _num(p.ssim, 4)] if scored else []
         row += [_num(p.crop_psnr, 2), _num(p.crop_ssim, 4)] if crop else []
         row += [_num(p.flicker, 3), _num(p.vmaf, 2)] if video and scored else []
