@@ -15,6 +15,7 @@ import torch
 
 from instantvir_cli.errors import InputCorrupt, UsageError
 from instantvir_cli.ops import TASKS, build_operator
+from instantvir_cli.ops.options import OperatorOptions
 from instantvir_cli.paths import check_input_path, check_output_path
 from instantvir_cli.sidecar import Sidecar
 from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe
@@ -29,7 +30,7 @@ class DegradeOptions:
     seed: int = 0                  # inpainting mask seed, and the noise seed
     noise: float = 0.0             # sigma_y on [-1, 1] (0.05 is DPS's setting)
     mask: Path | None = None       # a user keep-mask (image or video) instead of the random one
-    sr_kernel: str = "area"        # sr4x: area (4x4 block average) | bicubic (antialiased)
+    operator: OperatorOptions = OperatorOptions()  # blur sigma and size, keep fraction, sr kernel
     block_frames: int = 12
 
 
@@ -72,6 +73,9 @@ def degrade_video(
         raise UsageError(f"--noise must be >= 0, got {opts.noise}")
     if opts.mask is not None and opts.task != "inpaint":
         raise UsageError("--mask only applies to --task inpaint")
+    options = opts.operator.for_task(opts.task)
+    if opts.mask is not None and opts.operator.keep_fraction is not None:
+        raise UsageError("--keep-fraction sets vir's random mask: it does not apply with --mask")
     check_input_path(input_path)
     check_output_path(output_path, [input_path] + ([opts.mask] if opts.mask else []), overwrite)
     info = probe(input_path)
@@ -85,11 +89,9 @@ def degrade_video(
         if opts.mask is not None:
             op, mask_source = inpaint_operator_from_mask(opts.mask, h, w)
         else:
-            op = build_operator("inpaint", h, w, seed=opts.seed)
-    elif opts.task == "sr4x":
-        op = build_operator("sr4x", h, w, kernel=opts.sr_kernel)
+            op = build_operator("inpaint", h, w, seed=opts.seed, **options)
     else:
-        op = build_operator(opts.task, h, w)
+        op = build_operator(opts.task, h, w, **options)
     op.sigma_y = float(opts.noise)
     out_h, out_w = op.measurement_size(h, w)
     generator = torch.Generator().manual_seed(opts.seed)

@@ -19,9 +19,13 @@ import torch
 from instantvir_cli.classical import classical_restorer
 from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import InputCorrupt, UsageError
+from instantvir_cli.fit import check_fit
 from instantvir_cli.learned import learned_restorer, random_restorer
 from instantvir_cli.masks import inpaint_operator_from_mask, load_mask
+from instantvir_cli.models.checkpoint import read_header
+from instantvir_cli.models.lookup import find_checkpoint
 from instantvir_cli.ops import TASKS, Operator, build_operator, operator_from_dict
+from instantvir_cli.ops.options import OperatorOptions
 from instantvir_cli.paths import check_input_path, check_output_path
 from instantvir_cli.restorer import Restorer
 from instantvir_cli.sidecar import Sidecar
@@ -43,6 +47,7 @@ class RestoreOptions:
     mask: Path | None = None         # inpainting keep-mask (image or video); overrides the sidecar
     seed: int = 0                    # seed of the default random inpainting mask (no sidecar/mask)
     sigma_y: float | None = None     # measurement noise std on [-1, 1]; None: sidecar or 0
+    operator: OperatorOptions = OperatorOptions()  # blur sigma and size, keep fraction, sr kernel (None: sidecar)
     block_frames: int = 12           # frames per block pushed through the restorer
     device: str = "cpu"
     checkpoint: Path | None = None   # learned model weights (instantvir)
@@ -52,6 +57,7 @@ class RestoreOptions:
     consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's or decode's choice)
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA; CPU: fp32, student linears int8) | fp32 | int8 | bf16 | fp16
     prompt: str | None = None        # instantvir, a text student: its prompt (None: the one its checkpoint recorded)
+    any_operator: bool = False       # instantvir: run a student on an operator it does not fit (fit.py; measuring only)
 
 
 @dataclass
@@ -80,7 +86,8 @@ def resolve_operator(
 ) -> tuple[Operator, "object | None"]:
     """The operator to undo on `input_path` and, for a per-frame mask video, its mask source.
 
-    Order: the `--task`/`--mask` the user gave, then the sidecar `IN.vir.json`, then defaults.
+    Order: the `--task`/`--mask` and operator options the user gave, then the sidecar
+    `IN.vir.json`, then defaults.
     The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
     """
     sidecar = Sidecar.read(input_path)
@@ -94,6 +101,13 @@ def resolve_operator(
         if warn:
             warn(f"--task {task} differs from the sidecar's task {spec.get('task')}: ignoring the sidecar")
         spec = None
+    opts.operator.check_task(task)
+    if task == "inpaint" and opts.mask is not None and opts.operator.keep_fraction is not None:
+        raise UsageError("--keep-fraction sets vir's random mask: it does not apply with --mask")
+    if spec is not None and not (task == "inpaint" and opts.mask is not None):
+        spec, changes = opts.operator.override(spec)
+        for line in changes if warn else ():
+            warn(line)
 
     mask_source = None
     if task == "inpaint" and opts.mask is not None:
@@ -112,8 +126,12 @@ def resolve_operator(
         if task == "sr4x":
             height, width = 4 * height, 4 * width
         if task == "inpaint" and warn:
-            warn(f"no sidecar and no --mask: assuming vir's default 50 % random mask with seed {opts.seed}")
-        op = build_operator(task, height, width, seed=opts.seed) if task == "inpaint" else build_operator(task, height, width)
+            keep = opts.operator.keep_fraction or 0.5
+            warn(f"no sidecar and no --mask: assuming vir's random mask keeping {keep:.0%} of pixels, seed {opts.seed}")
+        options = opts.operator.for_task(task)
+        if task == "inpaint":
+            options["seed"] = opts.seed
+        op = build_operator(task, height, width, **options)
     if opts.sigma_y is not None:
         op.sigma_y = float(opts.sigma_y)
     if mask_source is not None and not mask_source.is_video:
@@ -121,8 +139,12 @@ def resolve_operator(
     return op, mask_source
 
 
-def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
-    """The restorer named by `opts.model` for operator `op`."""
+def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None) -> Restorer:
+    """The restorer named by `opts.model` for operator `op`.
+
+    A checkpoint's student runs on the operator it was trained for (`fit.check_fit`): on
+    another, a UsageError, or a warning where it was measured to hold.
+    """
     if opts.prompt is not None and (opts.model != "instantvir" or opts.arch or opts.vae):
         raise UsageError("--prompt needs a learned instantvir model with a text student")
     if opts.model == "classical":
@@ -134,7 +156,13 @@ def make_restorer(op: Operator, opts: RestoreOptions) -> Restorer:
                 spec = spec.replace(consistency=opts.consistency_steps)
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
                                    spec=spec, precision=opts.precision)
-        return learned_restorer(op, checkpoint=opts.checkpoint, device=opts.device,
+        checkpoint = find_checkpoint(opts.checkpoint)
+        entry = (read_header(checkpoint).get("tasks") or {}).get(op.task)
+        if entry is not None and not opts.any_operator:
+            note = check_fit(entry.get("operator"), op, checkpoint)
+            if note and warn:
+                warn(note)
+        return learned_restorer(op, checkpoint=checkpoint, device=opts.device,
                                 consistency_steps=opts.consistency_steps, precision=opts.precision,
                                 prompt=opts.prompt)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
@@ -160,7 +188,7 @@ def restore_video(
     info = probe(input_path)
     op, mask_source = resolve_operator(input_path, info, opts, warn)
     out_h, out_w = op.signal_size(info.height, info.width)
-    restorer = make_restorer(op, opts)
+    restorer = make_restorer(op, opts, warn)
     stages = {"decode": 0.0, "restore": 0.0, "encode": 0.0}
     device = torch.device(opts.device)
     frames_out = 0

@@ -35,9 +35,10 @@ def vmaf_unavailable() -> str | None:
     return None
 
 
-def vmaf_score(reference: Path, test: Path, threads: int = 2) -> float | None:
-    """Mean VMAF (model vmaf_v0.6.1, 0-100) of `test` against `reference` over all frames, or None
-    when unavailable. Raises RuntimeError with ffmpeg's last line if ffmpeg fails on the files."""
+def vmaf_score(reference: Path, test: Path, threads: int = 2, frames: int | None = None) -> float | None:
+    """Mean VMAF (model vmaf_v0.6.1, 0-100) of `test` against `reference` over all frames (or the
+    first `frames`), or None when unavailable. Raises RuntimeError with ffmpeg's last line if
+    ffmpeg fails on the files."""
     if vmaf_unavailable():
         return None
     with tempfile.TemporaryDirectory(prefix="vir-vmaf-") as tmp:
@@ -45,7 +46,7 @@ def vmaf_score(reference: Path, test: Path, threads: int = 2) -> float | None:
         graph = ("[0:v]format=yuv420p,setpts=PTS-STARTPTS[dist];[1:v]format=yuv420p,setpts=PTS-STARTPTS[ref];"
                  f"[dist][ref]libvmaf=model=version={MODEL}:log_fmt=json:log_path={log}:n_threads={max(1, threads)}")
         cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(test), "-i", str(reference),
-               "-lavfi", graph, "-an", "-f", "null", "-"]
+               "-lavfi", graph, "-an", *(["-frames:v", str(frames)] if frames else []), "-f", "null", "-"]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode != 0 or not log.is_file():
             last = (run.stderr.strip().splitlines() or ["no output"])[-1]

@@ -8,6 +8,7 @@ import typer
 
 from instantvir_cli import __version__
 from instantvir_cli.malloc import tune_malloc
+from instantvir_cli.cli import _help
 from instantvir_cli.cli._common import STATE, err_console, handle_errors, resolve_device
 
 app = typer.Typer(
@@ -31,7 +32,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     device: Annotated[
-        str, typer.Option("--device", help="Where to compute: auto, cpu, cuda or cuda:N.", envvar="VIR_DEVICE")
+        str, typer.Option("--device", metavar=_help.DEVICES, help="Where to compute: auto, cpu, cuda or cuda:N.",
+                          envvar="VIR_DEVICE")
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and warnings on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
@@ -52,6 +54,6 @@ def main(
     STATE.verbose = verbose and not quiet
 
 
-from instantvir_cli.cli import bench, degrade, distill, restore  # noqa: E402  (registers commands)
+from instantvir_cli.cli import bench, compare, degrade, distill, restore  # noqa: E402  (registers commands)
 
-__all__ = ["app", "bench", "degrade", "distill", "restore"]
+__all__ = ["app", "bench", "compare", "degrade", "distill", "restore"]

@@ -7,11 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-Model = Annotated[str, typer.Option("--model", "-m", help="Restorer: instantvir (the learned model) | classical.")]
+from instantvir_cli.cli import _help
+
+Model = Annotated[str, typer.Option("--model", "-m", metavar=_help.MODELS,
+                                    help="instantvir: the learned model; classical: the classical restorers.")]
 Checkpoint = Annotated[
     Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
 ]
 BlockFrames = Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")]
 Precision = Annotated[
-    str, typer.Option("--precision", help="instantvir: auto (bf16 on CUDA; on CPU fp32 with the student's linears in int8) | fp32 | int8 | bf16 | fp16.")
+    str, typer.Option("--precision", metavar=_help.PRECISIONS,
+                      help="instantvir: auto is bf16 on CUDA, and on the CPU fp32 with the student's linears in int8."),
 ]

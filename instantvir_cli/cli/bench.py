@@ -11,7 +11,7 @@ from rich.table import Table
 
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import _model as opt
-from instantvir_cli.cli import app
+from instantvir_cli.cli import _help, app
 from instantvir_cli.cli._common import STATE, FrameProgress, handle_errors, info, out_console
 
 EPILOG = """Examples:
@@ -28,16 +28,21 @@ EPILOG = """Examples:
 
 @app.command(epilog=EPILOG)
 def bench(
-    resolution: Annotated[str, typer.Option("--resolution", "-r", help="Output frame size WxH to time.")] = "832x480",
+    resolution: Annotated[
+        str, typer.Option("--resolution", "-r", metavar="WxH", help="Output frame size WxH to time.")
+    ] = "832x480",
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, max=10000, help="Frames in the generated clip.")] = 48,
-    task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x | all.")] = "all",
+    task: Annotated[str, typer.Option("--task", "-t", metavar=_help.TASKS + "|all", help="The task to time.")] = "all",
     model: opt.Model = "instantvir",
     arch: Annotated[
-        Optional[str], typer.Option("--arch", help="Time RANDOM weights of this DiT preset (no checkpoint needed).")
+        Optional[str],
+        typer.Option("--arch", metavar="PRESET", help="Time RANDOM weights of this DiT preset (no checkpoint needed)."),
     ] = None,
-    vae: Annotated[Optional[str], typer.Option("--vae", help="... and of this VAE preset (with --arch).")] = None,
+    vae: Annotated[
+        Optional[str], typer.Option("--vae", metavar="PRESET", help="... and of this VAE preset (with --arch).")
+    ] = None,
     init: Annotated[
-        str, typer.Option("--init", help="... and this initial estimate: operator | classical | fast (with --arch).")
+        str, typer.Option("--init", metavar="operator|classical|fast", help="... and this initial estimate (with --arch).")
     ] = "operator",
     residual: Annotated[
         bool, typer.Option("--residual", help="... decoding x0 + D(z_hat) - D(z_in) (with --arch).")
@@ -48,7 +53,8 @@ def bench(
     ] = False,
     compare: Annotated[
         Optional[list[str]],
-        typer.Option("--compare", help="Also time: dps (iterative posterior sampling over the same architecture; "
+        typer.Option("--compare", metavar="dps|wan-vae",
+                     help="Also time: dps (iterative posterior sampling over the same architecture; "
                      "both sides in fp32, with their PSNR) | wan-vae (Wan2.1's VAE, needs diffusers). Repeatable."),
     ] = None,
     dps_steps: Annotated[int, typer.Option("--dps-steps", min=1, max=1000, help="Steps of DPS for --compare dps.")] = 50,

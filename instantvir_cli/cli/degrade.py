@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from instantvir_cli.cli import _encode as enc
-from instantvir_cli.cli import app
+from instantvir_cli.cli import _operator as opr
+from instantvir_cli.cli import _help, app
 from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
 
 EPILOG = """Examples:
@@ -18,6 +19,8 @@ EPILOG = """Examples:
   vir degrade clip.mp4 holes.mkv --task inpaint --seed 3 --noise 0.05
 
   vir degrade clip.mp4 holes.mp4 --task inpaint --mask keep.png
+
+  vir degrade clip.mp4 blurry.mkv --task deblur --blur-sigma 2 --blur-size 31
 """
 
 
@@ -25,13 +28,16 @@ EPILOG = """Examples:
 def degrade(
     input: Annotated[Path, typer.Argument(help="Clean video.", show_default=False)],
     output: Annotated[Path, typer.Argument(help="Degraded video to write (sidecar OUT.vir.json beside it).", show_default=False)],
-    task: Annotated[str, typer.Option("--task", "-t", help="inpaint | deblur | sr4x.", show_default=False)] = ...,  # type: ignore[assignment]
+    task: Annotated[str, typer.Option("--task", "-t", metavar=_help.TASKS, help="The degradation.", show_default=False)] = ...,  # type: ignore[assignment]
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inpainting mask and of the noise.")] = 0,
     noise: Annotated[float, typer.Option("--noise", min=0.0, help="Measurement noise std sigma_y on [-1, 1].")] = 0.0,
     mask: Annotated[
         Optional[Path], typer.Option("--mask", help="Keep-mask image or video (non-zero = observed) for inpaint.")
     ] = None,
-    sr_kernel: Annotated[str, typer.Option("--sr-kernel", help="sr4x downsampling: area | bicubic.")] = "area",
+    blur_sigma: opr.blur_sigma(restore=False) = None,
+    blur_size: opr.blur_size(restore=False) = None,
+    keep_fraction: opr.keep_fraction(restore=False) = None,
+    sr_kernel: opr.sr_kernel(restore=False) = None,
     lossless: Annotated[
         bool,
         typer.Option("--lossless/--lossy", help="Exactly lossless output (default), or the encoder options below.",
@@ -48,13 +54,11 @@ def degrade(
 ) -> None:
     """Degrade a video with a known operator: y = A(x) + sigma_y * n."""
     from instantvir_cli.degrade import DegradeOptions, degrade_video
-    from instantvir_cli.errors import UsageError
 
     with handle_errors():
-        if sr_kernel not in ("area", "bicubic"):
-            raise UsageError(f"unknown --sr-kernel {sr_kernel!r} (choose area or bicubic)")
+        operator = opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel)
         encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
-        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, sr_kernel=sr_kernel)
+        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, operator=operator)
         with FrameProgress("degrade", None, enabled=progress) as bar:
             report = degrade_video(input, output, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
     if not STATE.quiet:

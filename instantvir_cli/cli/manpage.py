@@ -51,7 +51,7 @@ def _options(params) -> list[str]:
         if p.param_type_name != "option" or p.hidden:
             continue
         flags = ", ".join(f"\\fB{_esc(o)}\\fR" for o in [*p.opts, *p.secondary_opts])
-        metavar = "" if p.is_flag else f" \\fI{_esc(p.name.upper())}\\fR"
+        metavar = "" if p.is_flag else f" \\fI{_esc(p.metavar or p.name.upper())}\\fR"
         lines += [".TP", flags + metavar]
         text = p.help or ""
         if not p.is_flag and p.default not in (None, ...) and not callable(p.default):
@@ -60,18 +60,23 @@ def _options(params) -> list[str]:
     return lines
 
 
+def _arg(a) -> str:  # noqa: ANN001 - a Click argument
+    """An argument's name as the synopsis shows it: NAME, or NAME... when it takes several."""
+    return _esc(a.name.upper()) + ("..." if a.nargs != 1 else "")
+
+
 def command_page(app: typer.Typer, name: str) -> str:
     """The roff page of `vir <name>`."""
     group = typer.main.get_command(app)
     cmd = group.commands[name]
     summary = (cmd.help or "").strip().splitlines()[0]
     args = [p for p in cmd.params if p.param_type_name == "argument"]
-    synopsis = f"\\fBvir {name}\\fR [\\fIOPTIONS\\fR] " + " ".join(f"\\fI{a.name.upper()}\\fR" for a in args)
+    synopsis = f"\\fBvir {name}\\fR [\\fIOPTIONS\\fR] " + " ".join(f"\\fI{_arg(a)}\\fR" for a in args)
     lines = _header(f"vir-{name}", summary) + [".SH SYNOPSIS", synopsis, ".SH DESCRIPTION", _esc(cmd.help or "")]
     if args:
         lines.append(".SH ARGUMENTS")
         for a in args:
-            lines += [".TP", f"\\fI{a.name.upper()}\\fR", _esc(getattr(a, "help", "") or "")]
+            lines += [".TP", f"\\fI{_arg(a)}\\fR", _esc(getattr(a, "help", "") or "")]
     lines += [".SH OPTIONS"] + _options(cmd.params)
     if cmd.epilog:
         lines += [".SH EXAMPLES", ".nf"] + [_esc(line) for line in cmd.epilog.strip().splitlines()

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from instantvir_cli.cli import _encode as enc
+from instantvir_cli.cli import _help
 from instantvir_cli.cli import _model as opt
+from instantvir_cli.cli import _operator as opr
 from instantvir_cli.cli import app
 from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
 
@@ -20,19 +22,33 @@ EPILOG = """Examples:
 
   vir restore blurry.mp4 -o sharp.mkv --task deblur --model classical --lossless
 
+  vir restore blurry.mp4 -o sharp.mp4 --task deblur --blur-sigma 2 --model classical
+
+  vir restore a.mp4 b.mkv clips/ -O restored/   (each output is restored/<input name>)
+
   vir restore masked.mkv -o lips.mp4 --checkpoint wan.safetensors --prompt "a woman with pink lips"
 """
 
 
 @app.command(epilog=EPILOG)
 def restore(
-    input: Annotated[Path, typer.Argument(help="Degraded video to restore.", show_default=False)],
+    input: Annotated[
+        list[Path],
+        typer.Argument(help="Degraded videos, or folders of them (their video files, not recursing).",
+                       show_default=False),
+    ],
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Where to write (default: IN.restored.<ext>).")
+        Optional[Path], typer.Option("--output", "-o", help="Where to write one input (default: IN.restored.<ext>).")
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out-dir", "-O", help="Folder for the outputs of several inputs, each OUT_DIR/<input name> "
+                     "(created if missing); existing outputs are skipped unless --overwrite.", show_default=False),
     ] = None,
     task: Annotated[
         Optional[str],
-        typer.Option("--task", "-t", help="inpaint | deblur | sr4x (default: from IN.vir.json).", show_default=False),
+        typer.Option("--task", "-t", metavar=_help.TASKS, help="The degradation to undo (default: from IN.vir.json).",
+                     show_default=False),
     ] = None,
     model: opt.Model = "instantvir",
     mask: Annotated[
@@ -56,6 +72,10 @@ def restore(
         typer.Option("--consistency-steps", min=0, max=50,
                      help="instantvir: data-consistency steps after decoding (0 = off; default: 1 when the checkpoint enables it)."),
     ] = None,
+    blur_sigma: opr.blur_sigma(restore=True) = None,
+    blur_size: opr.blur_size(restore=True) = None,
+    keep_fraction: opr.keep_fraction(restore=True) = None,
+    sr_kernel: opr.sr_kernel(restore=True) = None,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
     codec: enc.Codec = "libx264",
@@ -68,20 +88,45 @@ def restore(
     copy_streams: enc.CopyStreams = True,
     encoder_opt: enc.Extra = None,
 ) -> None:
-    """Restore a degraded video (inpaint, deblur or sr4x), block by block."""
+    """Restore degraded videos (inpaint, deblur or sr4x), block by block.
+
+    One input is written to -o. Several inputs or folders are written to -O DIR, each as
+    DIR/<input name>: an output that exists is skipped unless --overwrite, an input that fails
+    does not stop the others, and a table at the end lists each input as restored, skipped or
+    failed (with the reason); the exit code is that of the first input that failed.
+
+    The learned model runs on the operator it was trained for; on another it stops with exit
+    code 2 and points to --model classical (or, where it was measured to hold, warns and runs).
+    """
+    from instantvir_cli.errors import UsageError
     from instantvir_cli.paths import default_output_path
-    from instantvir_cli.restore import RestoreOptions, restore_video
+    from instantvir_cli.restore import RestoreOptions
 
     with handle_errors():
-        out = output or default_output_path(input, "restored")
+        inputs = input
+        # a folder with -o stays a single input (and is refused as one, exit 3)
+        batch = out_dir is not None or len(inputs) > 1 or (inputs[0].is_dir() and output is None)
+        if batch and output is not None:
+            raise UsageError("-o names the output of one input: for several inputs or a folder use -O DIR")
+        if batch and out_dir is None:
+            raise UsageError("several inputs (or a folder) need an output folder: -O DIR")
         encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
             prompt=prompt,
+            operator=opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel),
         )
+        if batch:
+            from instantvir_cli.cli._batch import restore_batch
+
+            raise typer.Exit(restore_batch(inputs, out_dir, opts, encode, overwrite, progress))
+        from instantvir_cli.restore import restore_video
+
+        (single,) = inputs
+        out = output or default_output_path(single, "restored")
         with FrameProgress("restore", None, enabled=progress) as bar:
-            report = restore_video(input, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
+            report = restore_video(single, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
     if not STATE.quiet:
         w_in, h_in = report.size_in
         w_out, h_out = report.size_out

@@ -15,7 +15,7 @@ from instantvir_cli.cli.manpage import command_page, main_page
 from tests.cli.helpers import vir
 
 MAN = Path(__file__).resolve().parents[2] / "man"
-COMMANDS = ["restore", "degrade", "bench", "distill"]
+COMMANDS = ["restore", "degrade", "bench", "compare", "distill"]
 
 
 def _help_options(*args: str) -> set[str]:

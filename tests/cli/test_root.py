@@ -19,14 +19,14 @@ def test_version():
 def test_help_lists_every_command():
     result = vir("--help")
     assert result.exit_code == 0
-    for name in ("restore", "degrade", "bench", "distill"):
+    for name in ("restore", "degrade", "bench", "compare", "distill"):
         assert name in result.stdout
     for option in ("--device", "--quiet", "--version"):
         assert option in result.stdout
 
 
 def test_each_command_has_help():
-    for name in ("restore", "degrade", "bench", "distill"):
+    for name in ("restore", "degrade", "bench", "compare", "distill"):
         result = vir(name, "--help")
         assert result.exit_code == 0, name
         assert "Usage" in result.stdout

