@@ -9,7 +9,8 @@ import typer
 
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import app
-from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
+from instantvir_cli.cli._common import (STATE, FrameProgress, Overwrite, ShowProgress, TolerateDamage, handle_errors,
+                                        out_console, warn)
 
 EPILOG = """Examples:
 
@@ -43,6 +44,7 @@ def degrade(
     pix_fmt: enc.PixFmt = "yuv420p",
     copy_streams: enc.CopyStreams = True,
     encoder_opt: enc.Extra = None,
+    tolerate_damage: TolerateDamage = False,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
 ) -> None:
@@ -54,7 +56,8 @@ def degrade(
         if sr_kernel not in ("area", "bicubic"):
             raise UsageError(f"unknown --sr-kernel {sr_kernel!r} (choose area or bicubic)")
         encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
-        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, sr_kernel=sr_kernel)
+        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, sr_kernel=sr_kernel,
+                              tolerate_damage=tolerate_damage)
         with FrameProgress("degrade", None, enabled=progress) as bar:
             report = degrade_video(input, output, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
     if not STATE.quiet:

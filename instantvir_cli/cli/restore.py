@@ -10,7 +10,8 @@ import typer
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import _model as opt
 from instantvir_cli.cli import app
-from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
+from instantvir_cli.cli._common import (STATE, FrameProgress, Overwrite, ShowProgress, TolerateDamage, handle_errors,
+                                        out_console, warn)
 
 EPILOG = """Examples:
 
@@ -49,6 +50,7 @@ def restore(
         typer.Option("--consistency-steps", min=0, max=50,
                      help="instantvir: data-consistency steps after decoding (0 = off; default: 1 when the checkpoint enables it)."),
     ] = None,
+    tolerate_damage: TolerateDamage = False,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
     codec: enc.Codec = "libx264",
@@ -71,6 +73,7 @@ def restore(
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
+            tolerate_damage=tolerate_damage,
         )
         with FrameProgress("restore", None, enabled=progress) as bar:
             report = restore_video(input, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)

@@ -140,10 +140,12 @@ def test_corrupt_inputs_raise_after_good_frames(bad_inputs, name):
         assert "truncated" in msg
 
 
-def test_max_errors_tolerates_corrupt_packets(bad_inputs):
-    with VideoReader(bad_inputs["corrupt"], block_size=8, max_errors=1000) as reader:
+def test_tolerate_damage_delivers_what_decodes(bad_inputs):
+    with VideoReader(bad_inputs["corrupt"], block_size=8, tolerate_damage=True) as reader:
         n = sum(block.frames for block in reader)
-    assert reader.errors > 0 and 30 < n < 50  # the damaged frames are dropped, the rest delivered
+    assert reader.damage and 30 < n <= 50     # what decodes is delivered, the damage accounted for
+    assert reader.damage.damaged or reader.damage.lost
+    assert "input damaged: corrupt.mp4: " in reader.damage.summary("corrupt.mp4")
 
 
 # ----------------------------------------------------------------------------- reader
@@ -158,7 +160,7 @@ def test_reader_blocks(bikes_mp4):
             assert -1 <= block.x.min() and block.x.max() <= 1
             n += block.frames
             seen_pts += block.pts
-        assert reader.frames_read == 250 and reader.errors == 0
+        assert reader.frames_read == 250 and not reader.damage
     assert [float(p * block.time_base) for p in seen_pts] == expected
 
 
