@@ -155,6 +155,62 @@ def write_error(exc: BaseException) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------- locks
+class TargetLock:
+    """`.<name>.vir-lock` beside `target`, held with flock until `release()` (or the process ends).
+
+    Raises OutputRefused when another process holds it: "another vir (pid N) is writing TARGET".
+    """
+
+    def __init__(self, target: str | Path, what: str = "writing"):
+        self.target = Path(target)
+        self.path = self.target.with_name(f".{self.target.name}{LOCK_SUFFIX}")
+        self._held = False
+        if fcntl is None:
+            return
+        _install_cleanup()
+        for _ in range(20):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            except OSError as e:
+                raise OutputRefused(f"can't write {self.target}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise OutputRefused(f"another vir{f' (pid {holder})' if holder else ''} is {what} {self.target}: "
+                                    f"wait for it to finish, or choose another output") from None
+            try:       # its last holder may have removed the file between our open and flock
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False))
+            except OSError:
+                same = False
+            if same:
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                except OSError:
+                    pass      # the pid is only for the message of a refused second writer
+                _track(self.path, fd)
+                self._held = True
+                return
+            os.close(fd)
+        raise OutputRefused(f"can't lock {self.target}: its lock file keeps changing")
+
+    def release(self) -> None:
+        if self._held:
+            fd = _untrack(self.path)
+            _unlink(self.path)
+            _close(fd)
+            self._held = False
+
+    def __enter__(self) -> TargetLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 # ----------------------------------------------------------------------------- the output set
 class AtomicOutput:
     """A set of target files written through temporaries and moved into place together (module docstring).
@@ -174,7 +230,7 @@ class AtomicOutput:
         self.overwrite = overwrite
         self._temps: dict[Path, Path] = {}
         self._done = False
-        self._lock_path: Path | None = None
+        self._lock: TargetLock | None = None
         _install_cleanup()
         for folder in dict.fromkeys(t.parent for t in self.targets):
             remove_stale(folder)
@@ -186,45 +242,13 @@ class AtomicOutput:
             self.abort()
             raise
 
-    # ------------------------------------------------------------------ lock
     def _take_lock(self, target: Path) -> None:
-        if fcntl is None:
-            return
-        path = target.with_name(f".{target.name}{LOCK_SUFFIX}")
-        for _ in range(20):
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-            except OSError as e:
-                raise OutputRefused(f"can't write {target}: {e.strerror or e}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = _read_pid(fd)
-                os.close(fd)
-                raise OutputRefused(f"another vir{f' (pid {holder})' if holder else ''} is writing {target}: "
-                                    f"wait for it to finish, or write elsewhere") from None
-            try:       # its last holder may have removed the file between our open and flock
-                same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
-            except OSError:
-                same = False
-            if same:
-                try:
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode())
-                except OSError:
-                    pass      # the pid is only for the message of a refused second writer
-                self._lock_path = path
-                _track(path, fd)
-                return
-            os.close(fd)
-        raise OutputRefused(f"can't lock {target}: its lock file keeps changing")
+        self._lock = TargetLock(target)
 
     def _release_lock(self) -> None:
-        if self._lock_path is not None:
-            fd = _untrack(self._lock_path)
-            _unlink(self._lock_path)
-            _close(fd)
-            self._lock_path = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _check_targets(self, late: bool = False) -> None:
         if self.overwrite:
@@ -393,4 +417,4 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
-__all__ = ["AtomicOutput", "LOCK_SUFFIX", "atomic_write", "remove_stale", "write_error"]
+__all__ = ["AtomicOutput", "LOCK_SUFFIX", "TargetLock", "atomic_write", "remove_stale", "write_error"]

@@ -27,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .. import limits as L
+from ..atomic import atomic_write
 from ..errors import CheckpointError
 from .foreign import check_file
 from .presets import config_to_dict
@@ -87,7 +86,7 @@ def save_checkpoint(
     header: Mapping[str, Any],
     storage: str = "fp32",
 ) -> Path:
-    """Write a `.safetensors` checkpoint atomically (temporary file + rename).
+    """Write a `.safetensors` checkpoint atomically (`atomic.atomic_write`: temporary, fsync, rename).
 
     Args:
         path: target file.
@@ -127,15 +126,8 @@ def save_checkpoint(
     except TypeError as err:
         raise ValueError(f"checkpoint header is not JSON-serializable: {err}") from err
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(flat, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # a temporary beside it, fsynced, then renamed: a full disk is OutputRefused with nothing left
+    return atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=meta))
 
 
 def quantize_rows(w: Tensor) -> tuple[Tensor, Tensor]:
