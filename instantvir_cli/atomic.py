@@ -140,19 +140,32 @@ def remove_stale(folder: Path) -> list[str]:
     return removed
 
 
-def write_error(exc: BaseException) -> str | None:
+def write_error(exc: BaseException, folder: Path | None = None) -> str | None:
     """The reason, when `exc` is a failure to store data (disk full, quota, I/O error), else None.
 
-    Writers report it in their own ways: OSError (Python, PyAV), RuntimeError from torch.save,
-    SafetensorError from safetensors.
+    Writers report it in their own ways: OSError (Python, PyAV), RuntimeError from torch.save
+    ("PytorchStreamWriter failed writing", "unexpected pos N vs M" when a write came up short),
+    SafetensorError from safetensors ("IoError ... StorageFull"). When the message says nothing
+    a file system of `folder` with less than 1 MiB left counts as full.
     """
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
-    text = str(exc)
-    low = text.lower()
-    if "no space left" in low or "storagefull" in low or "file write failed" in low or "quota" in low:
-        return "No space left on device" if ("no space" in low or "storagefull" in low) else text.splitlines()[0][:160]
-    return None
+    low = str(exc).lower()
+    if any(k in low for k in ("no space left", "storagefull", "quota", "disk full")):
+        return "No space left on device"
+    if any(k in low for k in ("file write failed", "failed writing", "unexpected pos", "ioerror", "file too large")):
+        return _space_left_reason(folder) or " ".join(str(exc).split())[:160]
+    return _space_left_reason(folder)
+
+
+def _space_left_reason(folder: Path | None) -> str | None:
+    if folder is None:
+        return None
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return "No space left on device" if st.f_bavail * st.f_frsize < (1 << 20) else None
 
 
 # ----------------------------------------------------------------------------- locks
@@ -376,7 +389,7 @@ def atomic_write(target: str | Path, write, overwrite: bool = True, lock: bool =
         try:
             write(tmp)
         except Exception as e:  # noqa: BLE001 - sorted just below
-            reason = write_error(e)
+            reason = write_error(e, target.parent)
             if reason is None:
                 raise
             raise OutputRefused(f"can't write {what or target}: {reason}") from None

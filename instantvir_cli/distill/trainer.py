@@ -263,9 +263,14 @@ def _save_state(ctx: RunContext, stage, name: str, step: int, upstream: dict) ->
                  "data": {"next_step": step, "samples_seen": step * o.batch, "stream": name},
                  "rng": {"torch": torch.get_rng_state()}}
         path = ctx.out / name / STATE_FILE
+        made = not path.parent.is_dir()
         path.parent.mkdir(parents=True, exist_ok=True)
-        # the run folder is locked by this run: no lock per file (atomic.atomic_write: temporary, fsync, rename)
-        atomic_write(path, lambda tmp: torch.save(state, tmp), lock=False)
+        try:   # the run folder is locked by this run: no lock per file (atomic_write: temporary, fsync, rename)
+            atomic_write(path, lambda tmp: torch.save(state, tmp), lock=False)
+        except OutputRefused:
+            if made:
+                path.parent.rmdir()
+            raise
     ctx.env.barrier()
 
 
