@@ -153,8 +153,10 @@ def write_error(exc: BaseException, folder: Path | None = None) -> str | None:
     low = str(exc).lower()
     if any(k in low for k in ("no space left", "storagefull", "quota", "disk full")):
         return "No space left on device"
-    if any(k in low for k in ("file write failed", "failed writing", "unexpected pos", "ioerror", "file too large")):
-        return _space_left_reason(folder) or " ".join(str(exc).split())[:160]
+    if "file too large" in low:
+        return "File too large"
+    if any(k in low for k in ("file write failed", "failed writing", "unexpected pos", "ioerror")):
+        return _space_left_reason(folder) or "a write came up short (no space left, or a file size limit)"
     return _space_left_reason(folder)
 
 
@@ -294,6 +296,23 @@ class AtomicOutput:
         self._temps[target] = tmp
         return tmp
 
+    def rehold(self, target: str | Path) -> None:
+        """Hold the temporary of `target` again after a writer replaced its file (safetensors writes
+        a file of its own and renames it over ours): the flock marks it live for `remove_stale`."""
+        tmp = self._temps[Path(target)]
+        held = _LIVE.get(tmp)
+        if fcntl is None or held is None:
+            return
+        try:
+            if os.path.samestat(os.fstat(held), os.stat(tmp)):
+                return            # still our file (and our flock)
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a file only this writer knows: never held
+        _close(held)
+        _track(tmp, fd)
+
     # ------------------------------------------------------------------ commit / abort
     def commit(self) -> None:
         """fsync every temporary, then move each onto its target (see the module docstring)."""
@@ -305,8 +324,10 @@ class AtomicOutput:
             raise ValueError(f"no temporary was written for {missing[0]}")
         placed: list[Path] = []
         try:
+            mode = 0o666 & ~_umask()
             for target, tmp in self._temps.items():
-                _fsync(tmp, _LIVE.get(tmp), target)
+                os.chmod(tmp, mode)   # some writers (safetensors) replace the file we made, with mode 0600
+                _fsync(tmp, None, target)
             if self.overwrite:
                 for c in self.clears:
                     if os.path.lexists(c):
@@ -388,6 +409,7 @@ def atomic_write(target: str | Path, write, overwrite: bool = True, lock: bool =
         tmp = out.temp(target)
         try:
             write(tmp)
+            out.rehold(target)
         except Exception as e:  # noqa: BLE001 - sorted just below
             reason = write_error(e, target.parent)
             if reason is None:
@@ -421,6 +443,20 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _read_pid(fd: int) -> int | None:
