@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instantvir_cli import limits as L
 from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import ConfigError
 from instantvir_cli.estimate import INITS
@@ -64,6 +65,15 @@ def _nonneg(obj, *names):
     for n in names:
         if not getattr(obj, n) >= 0:
             raise ValueError(f"{n} must be >= 0, got {getattr(obj, n)}")
+
+
+def _within(obj, name: str, lo, hi, odd: bool = False, lo_open: bool = False):
+    """The range a field must lie in (limits.py), checked at load (ValueError -> ConfigError naming it)."""
+    v = getattr(obj, name)
+    if isinstance(v, int) and not isinstance(v, bool) and isinstance(lo, int):
+        L.integer(name, v, lo, hi, ValueError, odd=odd)
+    else:
+        L.number(name, v, lo, hi, ValueError, lo_open=lo_open)
 
 
 #################################################################################
@@ -97,6 +107,10 @@ class RunConfig:
             raise ValueError(f"stages run in the order {', '.join(STAGES)}, got {list(self.stages)}")
         _positive(self, "log_every")
         _nonneg(self, "checkpoint_every", "val_every", "threads", "grad_clip")
+        _within(self, "threads", 0, L.THREADS_MAX)
+        _within(self, "seed", 0, L.SEED_MAX)
+        for name in ("log_every", "checkpoint_every", "val_every"):
+            _within(self, name, 0, L.STEPS_MAX)
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,12 @@ class DataConfig:
     def __post_init__(self):
         _positive(self, "frames", "crop", "val_frames", "val_size")
         _nonneg(self, "workers", "motion")
+        for name in ("frames", "val_frames"):
+            _within(self, name, 1, L.WINDOW_FRAMES_MAX)
+        for name in ("crop", "val_size"):
+            _within(self, name, 8, L.CROP_MAX)
+        _within(self, "workers", 0, L.WORKERS_MAX)
+        _within(self, "motion", 0.0, 1000.0)
         if self.frames % 4 != 1 or self.val_frames % 4 != 1:
             raise ValueError(f"frames and val_frames must be 1 + 4k, got {self.frames} and {self.val_frames}")
         if self.crop % 8 or self.val_size % 8:
@@ -151,6 +171,10 @@ class Optim:
     def _check_optim(self):
         _nonneg(self, "steps", "warmup", "weight_decay")
         _positive(self, "batch", "accumulate", "lr")
+        for name in ("steps", "warmup"):
+            _within(self, name, 0, L.STEPS_MAX)
+        for name in ("batch", "accumulate"):
+            _within(self, name, 1, L.BATCH_MAX)
         if not (0.0 <= self.ema < 1.0 and 0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise ValueError(f"ema, beta1 and beta2 must be in [0, 1), got {self.ema}, {self.beta1}, {self.beta2}")
 
@@ -196,6 +220,11 @@ class CausalConfig:
     cache_blocks: int = 6                       # earlier blocks attended (-1 = all)
     s_star: float = 0.522                       # flow time of the one-step restore (t* = 1000 s*)
 
+    def __post_init__(self):
+        _within(self, "block_frames", *L.BLOCK_FRAMES)
+        _within(self, "cache_blocks", -1, L.CACHE_BLOCKS_MAX)
+        _within(self, "s_star", 0.0, 1.0, lo_open=True)
+
     def to_student_config(self):
         from instantvir_cli.models.student import StudentConfig
 
@@ -209,6 +238,10 @@ class InpaintOp:
     ratio: float = 0.5                          # share of pixels observed
     sigma_y: float = 0.0                        # measurement noise std on [-1, 1]
 
+    def __post_init__(self):
+        _within(self, "ratio", 0.0, 1.0)
+        _within(self, "sigma_y", 0.0, L.SIGMA_Y_MAX)
+
 
 @dataclass(frozen=True)
 class DeblurOp:
@@ -218,6 +251,11 @@ class DeblurOp:
     sigma: float = 3.0
     sigma_y: float = 0.0
 
+    def __post_init__(self):
+        _within(self, "kernel_size", 1, L.KERNEL_SIZE_MAX, odd=True)
+        _within(self, "sigma", *L.SIGMA_RANGE)
+        _within(self, "sigma_y", 0.0, L.SIGMA_Y_MAX)
+
 
 @dataclass(frozen=True)
 class SROp:
@@ -225,6 +263,9 @@ class SROp:
 
     kernel: str = field(default="area", metadata=_choices("area", "bicubic"))
     sigma_y: float = 0.0
+
+    def __post_init__(self):
+        _within(self, "sigma_y", 0.0, L.SIGMA_Y_MAX)
 
 
 @dataclass(frozen=True)
@@ -387,6 +428,9 @@ def from_dict(cls: type, d: dict[str, Any], path: str = "") -> Any:
     try:
         return cls(**kwargs)
     except ValueError as err:
+        head, sep, rest = str(err).partition(": ")
+        if sep and head in fields:      # a range check naming its field: report the key's full path
+            raise ConfigError(f"{prefix}{head}: {rest}") from None
         raise ConfigError(f"{path or 'config'}: {err}") from None
 
 
@@ -395,7 +439,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _overridden(base: Any, overrides: dict[str, Any], path: str) -> Any:
+def _overridden(base: Any, overrides: dict[str, Any], path: str, ranges: tuple = ({}, {}, ())) -> Any:
     """`base` (a model config) with the checked `overrides` ([vae.model] / [teacher.model])."""
     hints = typing.get_type_hints(type(base))
     fields = {f.name: f for f in dataclasses.fields(base)}
@@ -403,9 +447,12 @@ def _overridden(base: Any, overrides: dict[str, Any], path: str) -> Any:
         if k not in fields:
             raise ConfigError(f"{path}.{k}: unknown key (known: {', '.join(fields)})")
     kwargs = {k: _convert(v, hints[k], f"{path}.{k}", {}) for k, v in overrides.items()}
+    ints, floats, bools = ranges
+    L.model_fields({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}, ints, floats,
+                   ConfigError, "", path, bools)
     try:
         return dataclasses.replace(base, **kwargs)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, ZeroDivisionError) as err:
         raise ConfigError(f"{path}: {err}") from None
 
 
@@ -415,7 +462,7 @@ def vae_model_config(cfg: VAEStageConfig):
 
     if cfg.preset not in VAE_PRESETS:
         raise ConfigError(f"vae.preset: unknown VAE preset {cfg.preset!r} (known: {', '.join(VAE_PRESETS)})")
-    return _overridden(VAE_PRESETS[cfg.preset], cfg.model, "vae.model")
+    return _overridden(VAE_PRESETS[cfg.preset], cfg.model, "vae.model", (L.VAE_INTS, L.VAE_FLOATS, ()))
 
 
 def dit_model_config(cfg: TeacherStageConfig, latent_channels: int):
@@ -425,7 +472,7 @@ def dit_model_config(cfg: TeacherStageConfig, latent_channels: int):
     if cfg.preset not in DIT_PRESETS:
         raise ConfigError(f"teacher.preset: unknown DiT preset {cfg.preset!r} (known: {', '.join(DIT_PRESETS)})")
     base = dataclasses.replace(DIT_PRESETS[cfg.preset], in_channels=latent_channels, out_channels=latent_channels)
-    dit = _overridden(base, cfg.model, "teacher.model")
+    dit = _overridden(base, cfg.model, "teacher.model", (L.DIT_INTS, L.DIT_FLOATS, L.DIT_BOOLS))
     if dit.patch[0] != 1:
         raise ConfigError(f"teacher.model.patch: the causal student needs temporal patch 1, got {list(dit.patch)}")
     return dit

@@ -2,6 +2,11 @@ r"""`vir degrade`: apply an operator y = A(x) + sigma_y n to a video, streaming,
 
     in.mp4 -> decode -> crop (sr4x: to a multiple of 4) -> A + noise -> encode (lossless) -> out
                                                           \-> out.vir.json (the exact operator)
+
+The video and its sidecar are one `atomic.AtomicOutput`: both are written to temporaries and
+moved into place together, after the last byte of each is stored, so a failure at any point
+(a full disk included) leaves neither, and `--overwrite` never pairs a new video with an old
+sidecar.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from typing import Callable
 
 import torch
 
+from instantvir_cli.atomic import AtomicOutput
 from instantvir_cli.errors import InputCorrupt, UsageError
 from instantvir_cli.ops import TASKS, build_operator
 from instantvir_cli.ops.options import OperatorOptions
-from instantvir_cli.paths import check_input_path, check_output_path
-from instantvir_cli.sidecar import Sidecar
+from instantvir_cli.paths import check_input_path, check_output_path, sidecar_path
+from instantvir_cli.sidecar import Sidecar, mask_reference
 from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe
 
 
@@ -32,6 +38,7 @@ class DegradeOptions:
     mask: Path | None = None       # a user keep-mask (image or video) instead of the random one
     operator: OperatorOptions = OperatorOptions()  # blur sigma and size, keep fraction, sr kernel
     block_frames: int = 12
+    tolerate_damage: bool = False  # degrade what decodes from a damaged input (video/damage.py)
 
 
 @dataclass
@@ -44,6 +51,7 @@ class DegradeReport:
     size_in: tuple[int, int]
     size_out: tuple[int, int]
     crop: tuple[int, int, int, int]  # x0, y0, width, height taken from the input before A
+    damage: str | None = None        # what a damaged input lost (with tolerate_damage)
 
 
 def center_crop_box(width: int, height: int, multiple: int) -> tuple[int, int, int, int]:
@@ -88,6 +96,10 @@ def degrade_video(
     if opts.task == "inpaint":
         if opts.mask is not None:
             op, mask_source = inpaint_operator_from_mask(opts.mask, h, w)
+            if mask_source is None:     # an image: the sidecar holds the mask itself
+                op = build_operator("inpaint", h, w, mask=op.mask)
+            else:                       # a video: named relative to the output's folder (sidecar.py)
+                op.mask_file = mask_reference(opts.mask, output_path)
         else:
             op = build_operator("inpaint", h, w, seed=opts.seed, **options)
     else:
@@ -96,35 +108,40 @@ def degrade_video(
     out_h, out_w = op.measurement_size(h, w)
     generator = torch.Generator().manual_seed(opts.seed)
     frames = 0
+    damage = None
     t_start = time.perf_counter()
-    with VideoReader(input_path, block_size=opts.block_frames) as reader, VideoWriter(
-        output_path, out_w, out_h, source=reader, options=encode, overwrite=overwrite, warn=warn
-    ) as writer:
-        for block in reader:
-            x = block.x[..., y0 : y0 + h, x0 : x0 + w]
-            block_op = op
-            if mask_source is not None:
-                block_op = op.with_mask(mask_source.block(block.index, x.shape[2]))
-            y = block_op.measure(x, generator=generator).clamp(-1, 1)
-            writer.write(y, block.pts)
-            frames += x.shape[2]
-            if on_progress:
-                on_progress(frames, info.frames)
-        if frames == 0:
-            raise InputCorrupt(f"no frames could be decoded from {input_path}")
-    # Written (atomically) only once the video is in place: a failed run leaves neither, and
-    # with --overwrite an old pair is never half replaced by a sidecar without its video.
-    sidecar_file = Sidecar(
-        operator=op.to_dict(),
-        source={
-            "path": str(input_path.resolve()),
-            "width": info.width,
-            "height": info.height,
-            "crop": list(crop),
-            "frames": frames,
-        },
-        noise_seed=opts.seed,
-    ).write(output_path)
+    sidecar_file = sidecar_path(output_path)
+    with AtomicOutput([output_path, sidecar_file], overwrite) as out:
+        with VideoReader(input_path, block_size=opts.block_frames, tolerate_damage=opts.tolerate_damage) as reader, \
+                VideoWriter(output_path, out_w, out_h, source=reader, options=encode, overwrite=overwrite, warn=warn,
+                            output=out) as writer:
+            for block in reader:
+                x = block.x[..., y0 : y0 + h, x0 : x0 + w]
+                block_op = op
+                if mask_source is not None:
+                    block_op = op.with_mask(mask_source.block(block.index, x.shape[2]))
+                y = block_op.measure(x, generator=generator).clamp(-1, 1)
+                writer.write(y, block.pts)
+                frames += x.shape[2]
+                if on_progress:
+                    on_progress(frames, info.frames)
+            if frames == 0:
+                raise InputCorrupt(f"no frames could be decoded from {input_path}")
+        if reader.damage:
+            damage = reader.damage.summary(input_path.name)
+            if warn:
+                warn(f"{damage}; degraded the {frames} frames that decode")
+        Sidecar(
+            operator=op.to_dict(),
+            source={
+                "path": str(input_path.resolve()),
+                "width": info.width,
+                "height": info.height,
+                "crop": list(crop),
+                "frames": frames,
+            },
+            noise_seed=opts.seed,
+        ).write(output_path, out)
     return DegradeReport(
         output=output_path,
         sidecar=sidecar_file,
@@ -134,4 +151,5 @@ def degrade_video(
         size_in=(info.width, info.height),
         size_out=(out_w, out_h),
         crop=crop,
+        damage=damage,
     )

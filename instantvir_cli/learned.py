@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from instantvir_cli.decoding import DecodeSpec, decode_student
-from instantvir_cli.errors import CheckpointError, UsageError
+from instantvir_cli.errors import CheckpointError, UsageError, VirError
 from instantvir_cli.estimate import InitialEstimate
 from instantvir_cli.models.checkpoint import load_checkpoint
 from instantvir_cli.models.dit import DiTConfig
 from instantvir_cli.models.int8 import int8_available, int8_pays, is_quantized, quantize_linears
 from instantvir_cli.models.lookup import find_checkpoint
 from instantvir_cli.models.presets import config_from_dict, dit_config
-from instantvir_cli.models.strict import load_module_state
+from instantvir_cli.models.strict import check_state_dict, load_module_state
 from instantvir_cli.models.student import CausalStudent, StudentConfig
 from instantvir_cli.models.vae import LeanVAE, VAEConfig, VAEStreamState, vae_config
 from instantvir_cli.ops import Operator
@@ -346,12 +346,19 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     if op.task not in tasks:
         raise CheckpointError(f"{path}: no student for task {op.task!r} (it has: {', '.join(tasks) or 'none'})")
     entry = tasks[op.task]
-    try:
-        vae = LeanVAE(config_from_dict(VAEConfig, h["vae"]))
-        student = CausalStudent(dit_config(h["dit"]), config_from_dict(StudentConfig, entry.get("student", {})))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: header does not describe the models ({err})") from None
     vae_module = entry.get("vae_module", "vae")        # a task may have fine-tuned its own VAE
+    try:
+        vae_cfg = config_from_dict(VAEConfig, h["vae"])
+        dit_cfg, student_cfg = dit_config(h["dit"]), config_from_dict(StudentConfig, entry.get("student", {}))
+        with torch.device("meta"):   # the header's sizes checked against the file's tensors before any allocation
+            check_state_dict(LeanVAE(vae_cfg).state_dict(), ckpt.state_dict(vae_module), vae_module)
+            check_state_dict(CausalStudent(dit_cfg, student_cfg).state_dict(), ckpt.state_dict(entry["module"]),
+                             entry["module"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+        raise CheckpointError(f"{path}: header does not describe the models ({err})") from None
+    except VirError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    vae, student = LeanVAE(vae_cfg), CausalStudent(dit_cfg, student_cfg)
     load_module_state(vae, ckpt.state_dict(vae_module), vae_module)
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])
     try:

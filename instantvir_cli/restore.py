@@ -58,6 +58,7 @@ class RestoreOptions:
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA; CPU: fp32, student linears int8) | fp32 | int8 | bf16 | fp16
     prompt: str | None = None        # instantvir, a text student: its prompt (None: the one its checkpoint recorded)
     any_operator: bool = False       # instantvir: run a student on an operator it does not fit (fit.py; measuring only)
+    tolerate_damage: bool = False    # restore what decodes from a damaged input (video/damage.py)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def resolve_operator(
     `IN.vir.json`, then defaults.
     The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
     """
-    sidecar = Sidecar.read(input_path)
+    sidecar = Sidecar.read(input_path, info)    # every value checked against the video (sidecar.py)
     spec = dict(sidecar.operator) if sidecar else None
     task = opts.task or (spec or {}).get("task")
     if task is None:
@@ -115,10 +116,7 @@ def resolve_operator(
     elif spec is not None:
         mask = None
         if task == "inpaint" and spec.get("mask_file"):
-            mask_file = Path(spec["mask_file"])
-            if not mask_file.is_absolute():
-                mask_file = (input_path.parent / mask_file).resolve()
-            mask_source = load_mask(mask_file, info.height, info.width)
+            mask_source = load_mask(sidecar.mask_path(input_path), info.height, info.width)   # confined, hash checked
             mask = mask_source.static_mask()
         op = operator_from_dict(spec, mask=mask) if mask is not None else operator_from_dict(spec)
     else:
@@ -197,7 +195,7 @@ def restore_video(
     t_start = time.perf_counter()
 
     with torch_threads(restorer.threads), VideoReader(
-        input_path, block_size=opts.block_frames
+        input_path, block_size=opts.block_frames, tolerate_damage=opts.tolerate_damage
     ) as reader, VideoWriter(
         output_path, out_w, out_h, source=reader, options=encode, overwrite=overwrite, warn=warn
     ) as writer:
@@ -239,6 +237,8 @@ def restore_video(
             raise InputCorrupt(f"no frames could be restored from {input_path}")
         if pending_pts:
             raise InputCorrupt(f"{len(pending_pts)} frames were decoded but not restored")
+        if reader.damage and warn:
+            warn(f"{reader.damage.summary(input_path.name)}; restored the {frames_out} frames that decode")
     seconds = time.perf_counter() - t_start
     stages.update(restorer.timings)
     return RestoreReport(

@@ -111,3 +111,21 @@ def bad_inputs() -> dict[str, Path]:
 def ffmpeg() -> str:
     """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
     return _get(media.ffmpeg_exe)
+
+
+@pytest.fixture(scope="session")
+def clip_mkv24() -> Path:
+    """24 frames, 160x96, H.264 in MKV with a keyframe every 2 frames."""
+    return _get(media.clip_h264_mkv, 24, "160x96", 12, 2)
+
+
+@pytest.fixture(scope="session")
+def clip_mkv1056() -> Path:
+    """1056 frames, 64x48, H.264 in MKV."""
+    return _get(media.clip_h264_mkv, 1056, "64x48", 24, 24)
+
+
+@pytest.fixture(scope="session")
+def huge_frame() -> Path:
+    """One real 16000x16000 H.264 frame in MP4."""
+    return _get(media.huge_frame)

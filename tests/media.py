@@ -216,3 +216,17 @@ def write_image(path: Path, array, pix_fmt: str | None = None) -> Path:
         for p in s.encode():
             c.mux(p)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- damaged-input fixtures
+def clip_h264_mkv(frames: int, size: str = "160x96", rate: int = 12, gop: int = 12) -> Path:
+    """`frames` frames of testsrc2 as H.264 in MKV (its header declares the length: a DURATION tag)."""
+    return generate(f"h264_{frames}_{size}.mkv", _src(size, str(rate), frames / rate)
+                    + X264 + ["-g", str(gop), "-frames:v", str(frames)])
+
+
+def huge_frame() -> Path:
+    """One 16000x16000 grey H.264 frame in MP4 (750 KB on disk, 256 megapixels decoded)."""
+    return generate("huge_16000.mp4", ["-f", "lavfi", "-i", "color=c=gray:size=16000x16000:rate=1:duration=1",
+                                       "-frames:v", "1", "-c:v", "libx264", "-preset", "ultrafast",
+                                       "-pix_fmt", "yuv420p"])

@@ -44,6 +44,10 @@ STATE = GlobalOptions()
 # options every command that writes a video shares
 Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing output.")]
 ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")]
+TolerateDamage = Annotated[bool, typer.Option(
+    "--tolerate-damage",
+    help="Process what decodes from a damaged or truncated input and say how much was lost "
+         "(default: a damaged frame is an error, exit 5).")]
 
 
 def resolve_device(name: str) -> str:

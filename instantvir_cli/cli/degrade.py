@@ -10,7 +10,8 @@ import typer
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import _operator as opr
 from instantvir_cli.cli import _help, app
-from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
+from instantvir_cli.cli._common import (STATE, FrameProgress, Overwrite, ShowProgress, TolerateDamage, handle_errors,
+                                        out_console, warn)
 
 EPILOG = """Examples:
 
@@ -49,6 +50,7 @@ def degrade(
     pix_fmt: enc.PixFmt = "yuv420p",
     copy_streams: enc.CopyStreams = True,
     encoder_opt: enc.Extra = None,
+    tolerate_damage: TolerateDamage = False,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
 ) -> None:
@@ -58,7 +60,8 @@ def degrade(
     with handle_errors():
         operator = opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel)
         encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
-        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, operator=operator)
+        opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, operator=operator,
+                              tolerate_damage=tolerate_damage)
         with FrameProgress("degrade", None, enabled=progress) as bar:
             report = degrade_video(input, output, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
     if not STATE.quiet:

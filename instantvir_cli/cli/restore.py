@@ -12,7 +12,8 @@ from instantvir_cli.cli import _help
 from instantvir_cli.cli import _model as opt
 from instantvir_cli.cli import _operator as opr
 from instantvir_cli.cli import app
-from instantvir_cli.cli._common import STATE, FrameProgress, Overwrite, ShowProgress, handle_errors, out_console, warn
+from instantvir_cli.cli._common import (STATE, FrameProgress, Overwrite, ShowProgress, TolerateDamage, handle_errors,
+                                        out_console, warn)
 
 EPILOG = """Examples:
 
@@ -76,6 +77,7 @@ def restore(
     blur_size: opr.blur_size(restore=True) = None,
     keep_fraction: opr.keep_fraction(restore=True) = None,
     sr_kernel: opr.sr_kernel(restore=True) = None,
+    tolerate_damage: TolerateDamage = False,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
     codec: enc.Codec = "libx264",
@@ -116,6 +118,7 @@ def restore(
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
             prompt=prompt,
             operator=opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel),
+            tolerate_damage=tolerate_damage,
         )
         if batch:
             from instantvir_cli.cli._batch import restore_batch

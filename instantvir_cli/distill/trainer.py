@@ -23,8 +23,10 @@ rank 0; the CLI renders it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +64,7 @@ from instantvir_cli.distill.dist import (
     shutdown,
 )
 from instantvir_cli.distill.stages import STUDENT_FILE, lr_factor, stages_for
+from instantvir_cli.atomic import TargetLock, atomic_write, remove_stale
 from instantvir_cli.errors import ConfigError, OutputRefused
 from instantvir_cli.models.checkpoint import load_checkpoint, read_header
 from instantvir_cli.models.dit import DiTConfig
@@ -95,13 +98,33 @@ class RunResult:
 
 
 class JsonlLog:
+    """log.jsonl: each record one whole line, appended with one write; a write the disk refuses
+    is cut back off (no half line) and is OutputRefused (exit 6)."""
+
     def __init__(self, path: Path | None):
         self.path = path
 
     def write(self, record: dict) -> None:
-        if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"time": round(time.time(), 3), **record}, default=float) + "\n")
+        if self.path is None:
+            return
+        line = (json.dumps({"time": round(time.time(), 3), **record}, default=float) + "\n").encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise OutputRefused(f"can't write {self.path}: {e.strerror or e}") from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as e:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
+                raise OutputRefused(f"can't write {self.path}: {e.strerror or e}") from None
+        finally:
+            os.close(fd)
 
 
 #################################################################################
@@ -258,10 +281,14 @@ def _save_state(ctx: RunContext, stage, name: str, step: int, upstream: dict) ->
                  "data": {"next_step": step, "samples_seen": step * o.batch, "stream": name},
                  "rng": {"torch": torch.get_rng_state()}}
         path = ctx.out / name / STATE_FILE
+        made = not path.parent.is_dir()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        try:   # the run folder is locked by this run: no lock per file (atomic_write: temporary, fsync, rename)
+            atomic_write(path, lambda tmp: torch.save(state, tmp), lock=False)
+        except OutputRefused:
+            if made:
+                path.parent.rmdir()
+            raise
     ctx.env.barrier()
 
 
@@ -374,8 +401,30 @@ def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume
 #################################################################################
 
 
+def holds_run(out: Path) -> bool:
+    """Whether `out` holds a run to resume: a stage state or an artifact (a config.toml or a log
+    alone is what a start that failed before its first step leaves, and is no run)."""
+    return (any(out.glob(f"*/{STATE_FILE}")) or any(out.glob("*.safetensors"))
+            or any(out.glob(f"*/{STUDENT_FILE}")))
+
+
+# what killed runs of older versions left: `.state.pt.<pid>.tmp` (this run's lock says no one writes them)
+_OLD_TEMP = re.compile(r"^\.(state\.pt\.\d+|.+\.safetensors\.[a-z0-9_]+)\.tmp$")
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temporaries of runs that were killed (SIGKILL, a full disk); the caller holds the run's lock."""
+    for folder in [out] + [p for p in out.iterdir() if p.is_dir()]:
+        remove_stale(folder)
+        for p in folder.iterdir():
+            if _OLD_TEMP.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+
+
 def _prepare_folder(cfg: DistillConfig, out: Path, resume: bool, emit) -> None:
-    existing = (out / CONFIG_FILE).is_file() or any(out.glob(f"*/{STATE_FILE}"))
+    if out.is_dir():
+        _remove_leftovers(out)
+    existing = out.is_dir() and holds_run(out)
     if existing and not resume:
         raise OutputRefused(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if resume and not existing:
@@ -389,8 +438,11 @@ def _prepare_folder(cfg: DistillConfig, out: Path, resume: bool, emit) -> None:
         if old is not None and old != new:
             diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
             emit(Event("info", message=f"the config differs from the run's ({', '.join(diff)}): using the new one"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(to_toml(cfg), encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputRefused(f"can't create the run folder {out}: {e.strerror or e}") from None
+    atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(to_toml(cfg), encoding="utf-8"), lock=False)
 
 
 def run_distill(
@@ -443,6 +495,41 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
     if cfg.run.precision == "bf16" and env.device.type == "cpu":
         emit(Event("info", message="run.precision = 'bf16' is for CUDA; on the CPU the run stays in fp32"))
     check_weight_paths(cfg)              # a missing weight file stops the run before anything is written
+    made = [p for p in [out, *out.parents] if not p.exists()]      # folders this start creates
+    lock = None
+    if env.main:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputRefused(f"can't create the run folder {out}: {e.strerror or e}") from None
+        lock = TargetLock(out, "running a distill into")           # one run per folder
+    fresh = not (out.is_dir() and holds_run(out))
+    try:
+        return _run_locked(cfg, env, max_steps, resume, emit, out)
+    except BaseException:
+        undo = env.main and fresh and out.is_dir() and not holds_run(out)
+        if lock is not None:
+            lock.release()
+        if undo:
+            _undo_start(out, made)      # a start that failed before its first state leaves nothing behind
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _undo_start(out: Path, made: list[Path]) -> None:
+    """Remove what a failed start wrote: config.toml, log.jsonl, and the folders it created (if empty)."""
+    for name in (CONFIG_FILE, LOG_FILE):
+        (out / name).unlink(missing_ok=True)
+    for p in [*sorted(out.glob("*/"), reverse=True), *made]:
+        try:
+            p.rmdir()          # only empty folders
+        except OSError:
+            pass
+
+
+def _run_locked(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, emit, out: Path) -> RunResult:
     if env.main:
         _prepare_folder(cfg, out, resume, emit)
     env.barrier()

@@ -15,6 +15,11 @@ Tensors are named `<module>/<key>` (for example `student/blocks.0.attn.q.weight`
     storage       "fp32" or "int8" (added): with int8, every float tensor of 2+ dimensions and
                   at least INT8_MIN_NUMEL values is stored as int8 with one fp32 scale per
                   output row (`<module>/<key>@scale`); `load_checkpoint` returns fp32 either way
+
+`read_header` checks the header before anything is built from it (`check_header`): the types of
+`modules`, `tasks` and their entries, the model configs against the ranges of `limits.py` (dims,
+heads, depths, patches, block sizes, s_star, correction_ema), and that every module a task
+names is in the file. A bad value is CheckpointError (exit 8) naming the key and its range.
 """
 
 from __future__ import annotations
@@ -22,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import limits as L
+from ..atomic import atomic_write
 from ..errors import CheckpointError
 from .foreign import check_file
 from .presets import config_to_dict
@@ -81,7 +86,7 @@ def save_checkpoint(
     header: Mapping[str, Any],
     storage: str = "fp32",
 ) -> Path:
-    """Write a `.safetensors` checkpoint atomically (temporary file + rename).
+    """Write a `.safetensors` checkpoint atomically (`atomic.atomic_write`: temporary, fsync, rename).
 
     Args:
         path: target file.
@@ -121,15 +126,8 @@ def save_checkpoint(
     except TypeError as err:
         raise ValueError(f"checkpoint header is not JSON-serializable: {err}") from err
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(flat, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # a temporary beside it, fsynced, then renamed: a full disk is OutputRefused with nothing left
+    return atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=meta))
 
 
 def quantize_rows(w: Tensor) -> tuple[Tensor, Tensor]:
@@ -157,11 +155,72 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: a .safetensors file without a vir header (foreign weights?)")
     try:
         header = json.loads(meta[HEADER_KEY])
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: corrupt vir header ({err})") from err
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: corrupt vir header ({' '.join(str(err).split())[:120]})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt vir header (a JSON {type(header).__name__}, not an object)")
     if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r} (this vir reads {FORMAT})")
+        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r} (this vir reads {FORMAT})"[:300])
+    check_header(header, str(path))
     return header
+
+
+def check_header(h: dict[str, Any], where: str) -> None:
+    """Check a header's values (module docstring); CheckpointError naming the first bad key."""
+    from ..decoding import DecodeSpec
+    from ..estimate import INITS
+    from ..ops import TASKS
+
+    err = CheckpointError
+    modules = L.table("modules", h.get("modules", {}), err, where)
+    for name, info in modules.items():
+        if not name or "/" in name:
+            raise err(f"{where}: modules: module name {name!r} must be non-empty without '/'"[:300])
+        L.table(f"modules.{name}", info, err, where)
+        for k in ("tensors", "params"):
+            if k in info:
+                L.integer(f"modules.{name}.{k}", info[k], 0, 1 << 40, err, where)
+    if "storage" in h:
+        L.string("storage", h["storage"], err, where, choices=STORAGES)
+    for key in ("vae_preset", "dit_preset"):
+        if key in h:
+            L.string(key, h[key], err, where, max_len=128)
+    if "vae" in h:
+        L.model_fields(h["vae"], L.VAE_INTS, L.VAE_FLOATS, err, where, "vae")
+    if "dit" in h:
+        L.model_fields(h["dit"], L.DIT_INTS, L.DIT_FLOATS, err, where, "dit", bools=L.DIT_BOOLS)
+    if "student" in h:
+        L.student_fields(h["student"], err, where, "student")
+    if "latent_scale" in h:
+        L.number("latent_scale", h["latent_scale"], 1e-6, 1e6, err, where)
+    if "provenance" in h:
+        L.table("provenance", h["provenance"], err, where)
+    tasks = L.table("tasks", h.get("tasks", {}), err, where)
+    for task, entry in tasks.items():
+        p = f"tasks.{task}"
+        if task not in TASKS:
+            raise err(f"{where}: tasks: unknown task {task!r} (known: {', '.join(TASKS)})"[:300])
+        L.table(p, entry, err, where)
+        for key in ("module", "vae_module"):
+            if key in entry or key == "module":
+                name = L.string(f"{p}.{key}", entry.get(key), err, where, max_len=256)
+                if name not in modules:
+                    raise err(f"{where}: {p}.{key}: module {name!r} is not in the file "
+                              f"(it has: {', '.join(modules) or 'none'})"[:300])
+        L.student_fields(entry.get("student", {}), err, where, f"{p}.student")
+        L.table(f"{p}.operator", entry.get("operator", {}), err, where)
+        L.string(f"{p}.init", entry.get("init", "operator"), err, where, choices=INITS)
+        for key in ("residual", "delta", "consistency"):
+            if key in entry:
+                L.boolean(f"{p}.{key}", entry[key], err, where)
+        if "correction_ema" in entry:
+            b = L.number(f"{p}.correction_ema", entry["correction_ema"], 0.0, 1.0, err, where)
+            if b >= 1.0:
+                raise err(f"{where}: {p}.correction_ema: expected a number in [0, 1), got {b}")
+        try:
+            DecodeSpec.from_entry(entry)
+        except ValueError as e:
+            raise err(f"{where}: {p}: {e}") from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -193,5 +252,5 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     return Checkpoint(path, header, modules)
 
 
-__all__ = ["FORMAT", "INT8_MIN_NUMEL", "STORAGES", "WRITTEN_KEYS", "Checkpoint", "dequantize_rows",
+__all__ = ["FORMAT", "INT8_MIN_NUMEL", "STORAGES", "WRITTEN_KEYS", "Checkpoint", "check_header", "dequantize_rows",
            "load_checkpoint", "make_header", "quantize_rows", "read_header", "save_checkpoint"]

@@ -25,6 +25,19 @@ def check_file(path: Path) -> Path:
     return path
 
 
+def refused_pickle(path: str | Path, err: BaseException) -> CheckpointError:
+    """One line for a pickle `torch.load(weights_only=True)` refused: what it holds, not PyTorch's
+    several lines of advice (which include passing weights_only=False, what vir never does)."""
+    lines = [" ".join(ln.split()) for ln in str(err).splitlines() if ln.strip()]
+    why = next((ln for ln in lines if "unsupported global" in ln.lower()), None)
+    if why is not None:
+        why = why.replace("Trying to load ", "").rstrip(".")
+    else:
+        why = next((ln for ln in lines if "weights_only" not in ln and "torch.load" not in ln), type(err).__name__)
+    return CheckpointError(f"{path}: refused to load: a pickled checkpoint may hold only tensors and plain "
+                           f"containers, and this one holds more ({why[:160]})")
+
+
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
     """The tensor dict inside a pickled checkpoint ({'state_dict': ...}, {'model': ...}, ...)."""
     for _ in range(4):
@@ -74,12 +87,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
                 warnings.filterwarnings("ignore", message=".*pickle protocol.*")
                 obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as err:
-            lines = [ln.strip() for ln in str(err).splitlines()]
-            why = next((ln for ln in lines if "Unsupported" in ln or "error:" in ln), type(err).__name__)
-            raise CheckpointError(
-                f"{path}: refused to load: a pickled checkpoint may hold only tensors and plain "
-                f"containers, and this one holds more ({why.split(' Please')[0][:200]})"
-            ) from err
+            raise refused_pickle(path, err) from None
         return _unwrap(obj, path)
     raise CheckpointError(f"{path}: unknown weights format {path.suffix!r} (use .safetensors, .pt, .pth, .ckpt)")
 
@@ -96,4 +104,4 @@ def read_config_json(folder: Path, expected: str) -> tuple[Path, dict[str, Any]]
         raise CheckpointError(f"{cfg_file}: unreadable ({err})") from None
 
 
-__all__ = ["FOREIGN_SUFFIXES", "check_file", "load_state_dict_file", "read_config_json"]
+__all__ = ["FOREIGN_SUFFIXES", "check_file", "load_state_dict_file", "read_config_json", "refused_pickle"]

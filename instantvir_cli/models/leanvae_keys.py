@@ -13,6 +13,7 @@ import re
 import torch
 
 from ..errors import CheckpointError
+from .foreign import refused_pickle
 from .vae import LeanVAE, VAEConfig
 
 # args of the released training script -> VAEConfig fields
@@ -108,7 +109,7 @@ def load_published_leanvae(path: str, map_location: str | torch.device = "cpu") 
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint not found: {path}") from e
     except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise CheckpointError(f"cannot read LeanVAE checkpoint {path}: {e}") from e
+        raise refused_pickle(path, e) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: expected a dict with 'args' and 'state_dict'")
     args = ckpt.get("args") or {}

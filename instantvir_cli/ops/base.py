@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from instantvir_cli.errors import UsageError
+from instantvir_cli.limits import SIGMA_Y_MAX
 
 
 class Operator(ABC):
@@ -87,10 +88,14 @@ def check_video(x: torch.Tensor, what: str = "x") -> None:
 
 
 def check_sigma(sigma_y: float) -> float:
-    sigma_y = float(sigma_y)
-    if not (sigma_y >= 0 and np.isfinite(sigma_y)):
-        raise UsageError(f"sigma_y must be a finite number >= 0, got {sigma_y}")
-    return sigma_y
+    """sigma_y as a float in [0, limits.SIGMA_Y_MAX] (noise std on [-1, 1]); UsageError otherwise."""
+    try:
+        value = float(sigma_y)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(sigma_y, bool) or not (0 <= value <= SIGMA_Y_MAX):
+        raise UsageError(f"sigma_y (the noise std on [-1, 1]) must be a number in [0, {SIGMA_Y_MAX:g}], got {sigma_y!r}")
+    return value
 
 
 def reflect_index(n: int, pad: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from instantvir_cli.errors import UsageError
+from instantvir_cli.limits import KERNEL_SIZE_MAX, SIGMA_RANGE
 from instantvir_cli.ops.base import MatrixCache, Operator, check_video, reflect_index, separable_apply
 
 def gaussian_kernel_1d(size: int, sigma: float) -> np.ndarray:
@@ -59,10 +60,12 @@ class GaussianBlur(Operator):
         sigma: float = 3.0,
         sigma_y: float = 0.0,
     ) -> None:
-        if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
-            raise UsageError(f"blur kernel size must be a positive odd integer, got {kernel_size}")
-        if not sigma > 0:
-            raise UsageError(f"blur sigma must be > 0, got {sigma}")
+        if (isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer))
+                or not 1 <= kernel_size <= KERNEL_SIZE_MAX or kernel_size % 2 == 0):
+            raise UsageError(f"blur kernel size must be an odd integer in [1, {KERNEL_SIZE_MAX}], got {kernel_size!r}")
+        lo, hi = SIGMA_RANGE
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not lo <= sigma <= hi:
+            raise UsageError(f"blur sigma must be a number in [{lo:g}, {hi:g}] pixels, got {sigma!r}")
         self.height, self.width = height, width
         self.kernel_size, self.sigma = int(kernel_size), float(sigma)
         self.sigma_y = sigma_y

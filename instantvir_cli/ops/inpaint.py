@@ -84,10 +84,12 @@ class Inpaint(Operator):
         self.sigma_y = sigma_y
         self.mask_file, self.mask_sha256 = mask_file, mask_sha256
         if mask is None:
-            if height is None or width is None or height < 1 or width < 1:
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in (height, width)):
                 raise UsageError(f"inpaint needs a positive frame size, got {width}x{height}")
-            if not 0.0 <= float(ratio) <= 1.0:
-                raise UsageError(f"inpaint keep ratio must be in [0, 1], got {ratio}")
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+                raise UsageError(f"inpaint keep ratio must be a number in [0, 1], got {ratio!r}")
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not -2**63 <= seed < 2**64:
+                raise UsageError(f"inpaint mask seed must be an integer, got {seed!r}")
             self.ratio, self.seed = float(ratio), int(seed)
             self.mask = random_mask(int(height), int(width), self.ratio, self.seed)
         else:

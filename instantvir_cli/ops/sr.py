@@ -74,8 +74,8 @@ class SR(Operator):
     ) -> None:
         if kernel not in KERNELS:
             raise UsageError(f"unknown sr kernel {kernel!r} (choose one of: {', '.join(KERNELS)})")
-        if int(scale) != scale or scale < 1:
-            raise UsageError(f"sr scale must be a positive integer, got {scale}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not 1 <= scale <= 8:
+            raise UsageError(f"sr scale must be an integer in [1, 8], got {scale!r}")
         self.kernel, self.scale = kernel, int(scale)
         self.height, self.width = height, width
         if height is not None and width is not None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from instantvir_cli.errors import InputNotFound, InputUnreadable
+from instantvir_cli.errors import InputUnreadable
+from instantvir_cli.limits import check_frame_size, max_pixels
 
 # AVColorSpace -> our matrix name. Unknown/unspecified -> None (then the size rule applies).
 MATRIX_NAMES = {0: "rgb", 1: "bt709", 4: "fcc", 5: "bt601", 6: "bt601", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
@@ -59,6 +60,10 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None
     has_audio: bool
     has_subtitles: bool
+    # where the header says the video stream ends, in seconds on its pts clock: MP4/MOV and AVI
+    # headers, Matroska's DURATION tag; None where the header declares no length (MPEG-TS/PS, raw
+    # streams, a Matroska file without the tag), whose length FFmpeg can only estimate
+    declared_end: float | None = None
 
     @property
     def frame_duration(self) -> Fraction:
@@ -73,11 +78,19 @@ def check_input_file(path: Path) -> Path:
     return check_input_path(Path(path))
 
 
+# containers whose header records the length of the file (MPEG-TS/PS and raw streams don't)
+DECLARING = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
+
+
 def open_input(path: Path) -> av.container.InputContainer:
-    """av.open with our errors: InputNotFound / InputUnreadable, never a raw PyAV exception."""
+    """av.open with our errors: InputNotFound / InputUnreadable, never a raw PyAV exception.
+
+    Decoders refuse frames over `limits.max_pixels()` (FFmpeg's max_pixels), so a header that
+    promises a huge frame costs no memory while the file is opened.
+    """
     check_input_file(path)
     try:
-        return av.open(str(path), mode="r")
+        return av.open(str(path), mode="r", options={"max_pixels": str(max_pixels())})
     except PermissionError:
         raise InputUnreadable(f"input is not readable (permissions): {path}") from None
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
@@ -143,8 +156,10 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
     path = Path(path)
     with open_input(path) as container:
         stream = video_stream(container, path)
-        stream.thread_type = "AUTO"
         cc = stream.codec_context
+        check_frame_size(cc.width or 1, cc.height or 1, f"input {path.name}")
+        cc.options = {"max_pixels": str(max_pixels())}
+        stream.thread_type = "AUTO"
         tb = _fraction(stream.time_base, Fraction(1, 90000))
         first, pts, counted, complete = None, [], 0, False
         try:
@@ -168,6 +183,7 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
         if first is None:
             raise InputUnreadable(f"no decodable video frame in {path}")
         width, height = first.width, first.height
+        check_frame_size(width, height, f"input {path.name}")
         fps = (_fraction(stream.average_rate) or _fraction(stream.guessed_rate)
                or _fraction(stream.base_rate) or Fraction(25))
         duration = None
@@ -175,11 +191,15 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
             duration = float(stream.duration * tb)
         elif container.duration:
             duration = container.duration / av.time_base
+        end = declared_end(container, stream, tb)
         frames, exact = None, False
         if stream.frames and stream.frames > 0:
             frames, exact = int(stream.frames), True
         elif complete:
             frames, exact = counted, True
+            if end is not None and pts and (end - float(max(pts) * tb)) * fps > 1.5:
+                # fewer packets than the header's length holds: a truncated file, not an exact count
+                frames, exact = max(counted, round((end - float(min(pts) * tb)) * fps)), False
         elif duration:
             frames = max(1, round(duration * fps))
         matrix, rng, tagged = frame_colour(first, height)
@@ -208,7 +228,34 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
             sample_aspect_ratio=_fraction(stream.sample_aspect_ratio),
             has_audio=len(container.streams.audio) > 0,
             has_subtitles=len(container.streams.subtitles) > 0,
+            declared_end=end,
         )
+
+
+def _tag_seconds(text: str | None) -> float | None:
+    """Matroska's DURATION tag "HH:MM:SS.nnnnnnnnn" in seconds, or None."""
+    try:
+        h, m, sec = str(text).split(":")
+        value = int(h) * 3600 + int(m) * 60 + float(sec)
+    except (ValueError, TypeError):
+        return None
+    return value if value > 0 else None
+
+
+def declared_end(container, stream, tb: Fraction) -> float | None:
+    """Where the header says the video stream ends (seconds), or None when it says nothing.
+
+    Only the stream's own length counts: a file-level duration is the latest of all streams, and
+    FFmpeg estimates one (from the bit rate) when the header has none.
+    """
+    if container.format.name not in DECLARING:
+        return None
+    start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    if container.format.name != "matroska,webm" and stream.duration and stream.duration > 0:
+        return start + float(stream.duration * tb)
+    # Matroska's DURATION tag is where the track ends on the file's clock (muxers shift every
+    # timestamp by the same offset, e.g. an audio track's priming), not a length after its start
+    return _tag_seconds(stream.metadata.get("DURATION") or stream.metadata.get("duration"))
 
 
 def _reason(e: BaseException) -> str:

@@ -9,6 +9,7 @@ queued for it to copy (`forward_packets` / `take_packets`).
 
 from __future__ import annotations
 
+import bisect
 import queue
 import threading
 from dataclasses import dataclass
@@ -21,16 +22,46 @@ import torch
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from instantvir_cli.errors import InputCorrupt
+from instantvir_cli.limits import check_memory, max_pixels
+from instantvir_cli.video.damage import Damage, FFV1Check
 from instantvir_cli.video.info import (SWS_MATRIX, SWS_RANGE, VideoInfo, _reason, frame_colour, open_input, probe,
                                       video_stream)
+
+MOV = "mov,mp4,m4a,3gp,3g2,mj2"   # its index counts every sample: fewer packets than that is truncation
 
 _END = object()
 # exact rounding in swscale: about 0.5 instead of 1.3 levels mean error against the textbook equations
 SWS_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 
 
-class _TooManyErrors(Exception):
-    """More decode errors than `max_errors`: stop, deliver the good frames, then raise InputCorrupt."""
+class _Damaged(Exception):
+    """A damaged frame without --tolerate-damage: stop, deliver the good frames, raise InputCorrupt.
+
+    `drain`: the damage was found in a packet, so the decoder still holds the frames before it."""
+
+    def __init__(self, message: str, drain: bool = False):
+        super().__init__(message)
+        self.drain = drain
+
+
+class _FrameIndex:
+    """The frame index of a pts: packets arrive in decode order, so the index counts the pts seen
+    that are smaller. A window of recent pts keeps memory flat on long videos."""
+
+    WINDOW = 256
+
+    def __init__(self):
+        self._pts: list[int] = []
+        self._before = 0      # packets that left the window (all earlier than it)
+
+    def add(self, p: int) -> None:
+        bisect.insort(self._pts, p)
+        if len(self._pts) > 2 * self.WINDOW:
+            self._before += self.WINDOW
+            del self._pts[: self.WINDOW]
+
+    def of(self, p: int) -> int:
+        return self._before + bisect.bisect_left(self._pts, p)
 
 
 @dataclass
@@ -92,24 +123,34 @@ class VideoReader:
         path: input video.
         block_size: frames per block (the last block may be shorter).
         queue_depth: decoded blocks buffered ahead of the consumer.
-        max_errors: decode errors tolerated (their frames are lost) before InputCorrupt.
+        tolerate_damage: deliver what decodes from a damaged input (frames decoded with errors
+            kept, frames that don't decode skipped) and account for it in `damage`, instead of
+            raising InputCorrupt at the first damaged frame.
 
-    Raises (from the constructor): InputNotFound, InputUnreadable.
-    Raises (while iterating, after every good frame was delivered): InputCorrupt when a packet
-    can't be demuxed or decoded, or the file ends before the frames its index promises.
+    Raises (from the constructor): InputNotFound, InputUnreadable (also for frames over the size
+    limit, or blocks that would not fit in memory).
+    Raises (while iterating, after every good frame before it was delivered): InputCorrupt naming
+    the frame, when a packet can't be demuxed or decoded, a frame decodes with errors or an FFV1
+    slice CRC fails (see `video.damage`), or the file ends before the length its header declares.
     """
 
-    def __init__(self, path: str | Path, block_size: int = 16, queue_depth: int = 2, max_errors: int = 0):
+    def __init__(self, path: str | Path, block_size: int = 16, queue_depth: int = 2, tolerate_damage: bool = False):
         if block_size < 1 or queue_depth < 1:
             raise ValueError("block_size and queue_depth must be >= 1")
         self.path = Path(path)
         self.info: VideoInfo = probe(self.path)
         self.block_size = block_size
-        self.max_errors = max_errors
+        self.tolerate_damage = tolerate_damage
+        self.damage = Damage()    # what a damaged input lost (filled with tolerate_damage)
         self.frames_read = 0      # frames handed to the consumer
-        self.errors = 0           # decode errors seen so far
+        info = self.info
+        # the blocks in the queue, the one being filled and the consumer's: (3, T, H, W) float32 each
+        check_memory(4 * 3 * block_size * info.height * info.width * (queue_depth + 2),
+                     f"reading {self.path.name} ({info.width}x{info.height}) in blocks of {block_size} frames",
+                     "lower --block-frames")
         self._container = open_input(self.path)
         self._video = video_stream(self._container, self.path)
+        self._video.codec_context.options = {"max_pixels": str(max_pixels())}  # a header may lie
         self._video.thread_type = "AUTO"
         self.time_base: Fraction = self.info.time_base
         self._blocks: queue.Queue = queue.Queue(maxsize=queue_depth)
@@ -212,6 +253,8 @@ class VideoReader:
         info = self.info
         convert = RGBConverter(info.width, info.height, deep=info.bit_depth > 8)
         step = max(1, round((1 / info.fps) / tb)) if tb else 1
+        ffv1 = FFV1Check(video.codec_context.extradata) if video.codec_context.name == "ffv1" else None
+        tolerant, damage = self.tolerate_damage, self.damage
         # The worker computes with numpy only: torch ops here would start a second intra-op thread
         # pool next to the consumer's, and oversubscribed OpenMP pools slow both down badly.
         x: np.ndarray | None = None     # (3, T, H, W) float32 block being filled, raw integer values
@@ -219,7 +262,10 @@ class VideoReader:
         emitted = 0        # frames put into blocks so far
         packets = 0        # video packets with data demuxed
         last_pts = None
+        index = _FrameIndex()
+        read_end = None    # pts: end of the last video packet demuxed
         failure: str | None = None
+        breakoff: str | None = None
 
         def flush_block() -> bool:
             nonlocal x, pts, emitted
@@ -234,12 +280,20 @@ class VideoReader:
             x, pts = None, []
             return self._put(block)
 
+        def where(frame: int, p: int | None) -> str:
+            return f"frame {frame}" + ("" if p is None else f" (t={float(p * tb):.2f}s)")
+
+        def damaged(frame: int, p: int | None, reason: str, drain: bool = False) -> None:
+            """A frame that decodes with errors: kept with tolerate_damage, else the end."""
+            if not tolerant:
+                raise _Damaged(f"{where(frame, p)} is damaged ({reason})", drain)
+            damage.mark(frame, reason)
+
         def take(frames) -> bool:
             nonlocal x, last_pts
             for f in frames:
                 if f.is_corrupt:
-                    self._count_error("a corrupt frame")  # the frame is dropped
-                    continue
+                    damaged(emitted + len(pts), f.pts, "the decoder concealed errors in it")
                 p = f.pts if f.pts is not None else (last_pts + step if last_pts is not None else 0)
                 if last_pts is not None and p <= last_pts:
                     p = last_pts + 1  # keep pts strictly increasing for the encoder
@@ -261,7 +315,7 @@ class VideoReader:
                 except StopIteration:
                     break
                 except av.error.FFmpegError as e:
-                    failure = f"the file breaks off ({_reason(e)})"
+                    breakoff = f"the file breaks off ({_reason(e)})"
                     try:
                         frames = video.decode(None)  # drain what the decoder still holds
                     except av.error.FFmpegError:
@@ -272,35 +326,70 @@ class VideoReader:
                     if packet.dts is not None:
                         self._packets.put(packet)
                     continue
-                if packet.size or packet.dts is not None:  # not the flush packet at the end
+                if packet.size:
                     packets += 1
+                    if packet.pts is not None:
+                        index.add(packet.pts)
+                        end = packet.pts + (packet.duration or step)
+                        read_end = end if read_end is None else max(read_end, end)
+                    if ffv1 is not None and (why := ffv1.damage(bytes(packet))):
+                        damaged(index.of(packet.pts) if packet.pts is not None else emitted + len(pts),
+                                packet.pts, why, drain=True)
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
-                    self._count_error(_reason(e))
+                    frame = index.of(packet.pts) if packet.pts is not None else emitted + len(pts)
+                    if not tolerant:
+                        raise _Damaged(f"{where(frame, packet.pts)} does not decode ({_reason(e)})", True) from None
+                    damage.lose(frame, f"it does not decode: {_reason(e)}")
                     continue
                 if not take(frames):
                     return
-        except _TooManyErrors as e:
+        except _Damaged as e:
             failure = str(e)
+            if e.drain:     # the frames before the damaged packet, still in the decoder's pipeline
+                try:
+                    take(video.decode(None))
+                except (_Damaged, av.error.FFmpegError):
+                    pass
         if self._stop.is_set():
             return
         n = emitted + len(pts)
-        expected = info.frames if info.frames_exact else None
-        if failure is None and expected is not None and packets < expected:
-            failure = f"the file is truncated: {packets} of {expected} frames present"
+        if failure is None:
+            failure = self._check_length(packets, read_end, breakoff)
         if failure is None and n == 0:
             failure = "no frame could be decoded"
         if not flush_block():
             return
         if failure is not None:
+            hint = "" if tolerant else "; --tolerate-damage restores what decodes"
             raise InputCorrupt(f"input corrupt: {self.path.name}: read {n} frames{self._where(last_pts)}, "
-                               f"then {failure}")
+                               f"then {failure}{hint}")
 
-    def _count_error(self, reason: str) -> None:
-        self.errors += 1
-        if self.errors > self.max_errors:
-            raise _TooManyErrors(f"decode error #{self.errors}: {reason}")
+    def _check_length(self, packets: int, read_end: int | None, breakoff: str | None) -> str | None:
+        """Whether the file ends before its header's length: the reason (None: it does not, or
+        with tolerate_damage, where the loss is counted in `damage` instead)."""
+        info, tb = self.info, self.time_base
+        missing, reason = 0, None
+        if info.container == MOV and info.frames_exact and info.frames and packets < info.frames:
+            missing = info.frames - packets
+            reason = f"the file is truncated: {packets} of {info.frames} frames present"
+        if info.declared_end is not None and read_end is not None and info.fps:
+            ends = float(read_end * tb)
+            short = (info.declared_end - ends) * float(info.fps)
+            if short > 0.5 and round(short) >= missing:
+                missing = max(1, round(short))
+                reason = (f"the file ends at {ends:.2f}s, before the {info.declared_end:.2f}s its header "
+                          f"declares (about {missing} frame{'s' if missing != 1 else ''} missing)")
+        if breakoff is not None and reason is None:
+            reason = breakoff
+        if reason is None:
+            return None
+        if not self.tolerate_damage:
+            return reason
+        self.damage.lost += missing
+        self.damage.notes.append(reason)
+        return None
 
     def _where(self, last_pts: int | None) -> str:
         return "" if last_pts is None else f" (up to t={float(last_pts * self.time_base):.2f}s)"

@@ -1,20 +1,19 @@
 """`VideoWriter`: encode (1, 3, T, H, W) blocks, copy audio/subtitles, rename into place on success.
 
 The file is written to a hidden temporary beside the target (same folder, same extension) and
-renamed onto the target only when `close()` succeeds. On an exception, Ctrl-C, SIGTERM/SIGHUP
-or normal interpreter exit the temporary is removed; after SIGKILL it can stay behind (hidden,
-never at the target) and the next writer to that folder removes it.
+moved onto the target only when `close()` succeeds, through `atomic.AtomicOutput`: the target is
+locked while it is written (a second vir to the same output is refused), an existing target is
+never replaced without `overwrite`, a full disk at any point (encoding, the trailer, fsync) is
+OutputRefused with nothing at the target, and the temporary is removed on an error, Ctrl-C,
+SIGTERM/SIGHUP or exit (after SIGKILL the next vir writing into that folder removes it). A video
+is one output with its sidecar `<name>.vir.json`: overwriting the video removes an old sidecar,
+which described the old file.
 """
 
 from __future__ import annotations
 
-import atexit
 import io
-import os
 import re
-import signal
-import threading
-import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,7 +26,10 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from instantvir_cli.atomic import AtomicOutput
 from instantvir_cli.errors import InputUnreadable, OutputRefused, UsageError
+from instantvir_cli.limits import check_frame_size
+from instantvir_cli.paths import sidecar_path
 from instantvir_cli.video.info import (MATRIX_TAG, PRIMARIES_NAMES, PRIMARIES_TAG, RANGE_TAG, SWS_MATRIX,
                                        SWS_RANGE, TRC_NAMES, TRC_TAG, VideoInfo, _reason)
 from instantvir_cli.video.reader import SWS_FLAGS, VideoReader
@@ -51,62 +53,6 @@ class EncodeOptions:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------- temp files
-_LIVE: set[Path] = set()
-_LIVE_LOCK = threading.Lock()
-_HANDLERS_INSTALLED = False
-STALE_AFTER_S = 3600  # a dead writer's partial file untouched this long is removed
-_PARTIAL = re.compile(r"^\..+\.vir-(\d+)-[0-9a-f]+\.partial\.[^.]+$")
-
-
-def _remove_live_temps() -> None:
-    for p in list(_LIVE):
-        try:
-            os.unlink(p)
-        except OSError:
-            pass
-        _LIVE.discard(p)
-
-
-def _on_signal(signum, frame) -> None:  # pragma: no cover - exercised in a subprocess test
-    _remove_live_temps()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_cleanup() -> None:
-    """Remove temporaries at exit and on SIGTERM/SIGHUP (only where no handler is set yet)."""
-    global _HANDLERS_INSTALLED
-    if _HANDLERS_INSTALLED:
-        return
-    _HANDLERS_INSTALLED = True
-    atexit.register(_remove_live_temps)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-            if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
-                signal.signal(sig, _on_signal)
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    """Delete partial files of writers whose process is gone (e.g. killed with SIGKILL)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        m = _PARTIAL.match(name)
-        if not m:
-            continue
-        try:
-            old = time.time() - os.stat(folder / name).st_mtime > STALE_AFTER_S
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
-            if old:  # (a writer of another PID namespace would still be touching its file)
-                _unlink(folder / name)
-        except (OSError, OverflowError):
-            pass
-
-
 # ----------------------------------------------------------------------------- writer
 class VideoWriter:
     """Write frame blocks to `path`; a context manager that renames into place on success.
@@ -120,8 +66,10 @@ class VideoWriter:
         overwrite: replace an existing target.
         warn: called with a one-line message for each choice the user should know about.
         fps: frame rate when there is no source (pts then count frames).
-    Raises: OutputRefused (target exists / folder / unknown container), UsageError (codec or
-        pixel format the encoder can't do).
+        output: an `AtomicOutput` this video is one target of (its owner commits it, e.g. with a
+            sidecar); None: the writer makes its own and commits it in `close()`.
+    Raises: OutputRefused (target exists or is being written / folder / unknown container / frames
+        over the size limit), UsageError (codec, pixel format or encoder option the encoder refuses).
     """
 
     def __init__(
@@ -134,6 +82,7 @@ class VideoWriter:
         overwrite: bool = False,
         warn: WarnFn | None = None,
         fps: Fraction | int | float | None = None,
+        output: AtomicOutput | None = None,
     ):
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -152,19 +101,20 @@ class VideoWriter:
             raise OutputRefused(f"output folder does not exist: {self.path.parent}")
         if width < 1 or height < 1:
             raise UsageError(f"output size {width}x{height} is empty")
-        _install_cleanup()
-        _remove_stale_temps(self.path.parent)
-        self.tmp_path = self.path.with_name(f".{self.path.stem}.vir-{os.getpid()}-{os.urandom(3).hex()}"
-                                            f".partial{self.path.suffix}")
+        check_frame_size(self.width, self.height, f"output {self.path.name}", OutputRefused)
+        self._own = output is None
+        self.output = output or AtomicOutput([self.path], overwrite, clears=[sidecar_path(self.path)])
         try:
+            self.tmp_path = self.output.temp(self.path)
             mov = self.path.suffix.lower() in (".mp4", ".mov", ".m4v")
             self._container = av.open(str(self.tmp_path), mode="w",
                                       container_options={"movflags": "+faststart"} if mov else None)
         except (ValueError, av.error.FFmpegError, OSError) as e:
-            _unlink(self.tmp_path)
+            self.output.abort()
             raise OutputRefused(f"can't write {self.path}: {_reason(e)} (use .mp4, .mkv or .mov)") from None
-        with _LIVE_LOCK:
-            _LIVE.add(self.tmp_path)
+        except BaseException:
+            self.output.abort()
+            raise
         try:
             self._setup_video()
             self._copies = self._setup_copies()
@@ -218,8 +168,26 @@ class VideoWriter:
             src_color_range="JPEG")
         if info and info.rotation:
             stream.set_display_rotation(info.rotation)
+        self._open_encoder(cc, codec, enc_opts)
         self.codec, self.pix_fmt, self._stream = codec, pix_fmt, stream
         self._sws = VideoReformatter()
+
+    def _open_encoder(self, cc, codec: str, enc_opts: dict[str, str]) -> None:
+        """Open the encoder now, so that a bad `-e KEY=VALUE` is a usage error before any work.
+
+        A value the encoder rejects, or a key it does not know (left unused), is UsageError.
+        """
+        cc.options = dict(enc_opts)
+        try:
+            cc.open()
+        except (av.error.FFmpegError, ValueError) as e:
+            extra = ", ".join(f"{k}={v}" for k, v in self.options.extra.items())
+            raise UsageError(f"the {codec} encoder refused its options ({extra or 'the defaults'}): {_reason(e)}"
+                             + (f" (see ffmpeg -h encoder={codec})" if extra else "")) from None
+        unused = sorted(k for k in (cc.options or {}) if k in self.options.extra)
+        if unused:
+            raise UsageError(f"unknown encoder option{'s' if len(unused) > 1 else ''} for {codec}: "
+                             f"{', '.join(unused)} (see ffmpeg -h encoder={codec})")
 
     def _choose_codec(self) -> tuple[str, str, dict[str, str]]:
         opts, suffix = self.options, self.path.suffix.lower()
@@ -334,8 +302,8 @@ class VideoWriter:
         try:
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
-        except av.error.FFmpegError as e:
-            raise OutputRefused(f"encoding {self.path.name} failed: {_reason(e)}") from None
+        except (av.error.FFmpegError, OSError) as e:
+            raise OutputRefused(f"writing {self.path.name} failed: {_reason(e)}") from None
 
     def _mux_side(self, final: bool) -> None:
         """Mux copied packets up to the video written so far (all of them at the end of the source)."""
@@ -353,13 +321,16 @@ class VideoWriter:
             packet.stream = self._copies[packet.stream_index]
             try:
                 self._container.mux(packet)
-            except av.error.FFmpegError as e:
+            except (av.error.FFmpegError, OSError) as e:
                 raise OutputRefused(f"copying a {packet.stream.type} packet into {self.path.name} failed: "
                                     f"{_reason(e)}") from None
 
     # ------------------------------------------------------------------ finishing
     def close(self) -> None:
-        """Flush the encoder, finish the file and rename it onto the target."""
+        """Flush the encoder and finish the file; with its own output, move it onto the target.
+
+        (With an `output` given to the constructor its owner commits it.)
+        """
         if self._closed:
             return
         try:
@@ -369,25 +340,26 @@ class VideoWriter:
             if self.reader is not None and self._copies and not self.reader.exhausted:
                 self._mux_side(final=False)
             self._mux_side(final=True)
-            self._container.close()
-            os.replace(self.tmp_path, self.path)
+            try:
+                self._container.close()      # the trailer and the last buffered bytes: a full disk shows here
+            except (av.error.FFmpegError, OSError) as e:
+                raise OutputRefused(f"writing {self.path.name} failed: {_reason(e)}") from None
+            if self._own:
+                self.output.commit()
         except BaseException:
             self.abort()
             raise
         self._closed = True
-        with _LIVE_LOCK:
-            _LIVE.discard(self.tmp_path)
 
     def abort(self) -> None:
-        """Give up: close quietly and remove the temporary; the target is left untouched."""
+        """Give up: close quietly and remove the temporary (and the rest of its output); the
+        target is left untouched."""
         self._closed = True
         try:
             self._container.close()
         except Exception:  # noqa: BLE001 - already failing
             pass
-        _unlink(self.tmp_path)
-        with _LIVE_LOCK:
-            _LIVE.discard(self.tmp_path)
+        self.output.abort()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -415,13 +387,6 @@ def _can_mux(format_name: str, stream: av.stream.Stream) -> bool:
             scratch.close()
         except (ValueError, av.error.FFmpegError):
             pass
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _tag(name: str | None, names: dict[int, str]) -> int | None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from instantvir_cli.distill.export import fold_latent_scale
-from instantvir_cli.distill.losses import DMD, BatchOperator, FlowMatching, Measurement, VAELoss, generators
+from instantvir_cli.distill.losses import DMD, BatchOperator, FlowMatching, Measurement, VAELoss
 from instantvir_cli.models.dit import DIT_PRESETS, DiT
 from instantvir_cli.models.vae import VAE_PRESETS, LeanVAE
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from instantvir_cli.errors import ConfigError, MaskInvalid, UsageError
-from instantvir_cli.ops import GaussianBlur, Inpaint, SR, build_operator, operator_from_dict
+from instantvir_cli.ops import GaussianBlur, SR, build_operator, operator_from_dict
 from instantvir_cli.ops.base import reflect_index
 from instantvir_cli.ops.sr import cubic, resize_matrix
 

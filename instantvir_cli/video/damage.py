@@ -1,0 +1,131 @@
+"""How the reader tells a damaged input from a good one, and its account of what was lost.
+
+Signs of damage, each tied to a frame:
+
+- the file ends before the length its header declares (`info.VideoInfo.declared_end`), or an
+  MP4/MOV index lists more samples than the file holds;
+- a packet that can't be demuxed or decoded;
+- a frame the decoder returns with concealment (`frame.is_corrupt`: FFmpeg's decode_error_flags,
+  e.g. H.264 macroblocks it could not decode);
+- an FFV1 slice whose CRC does not match (`FFV1Check`; `vir degrade` writes FFV1 with slice CRCs).
+
+FFmpeg's own log lines ("slice CRC mismatch", "error while decoding MB") are not used: PyAV's log
+callback takes the GIL in FFmpeg's decoder threads, and PyAV frees a codec context with the GIL
+held while it waits for those threads, so a line logged during that wait deadlocks the process
+(reproduced with frame-threaded H.264). The FFV1 check reads the slice CRCs itself instead.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# bit-reversal of each byte: FFmpeg's AV_CRC_32_IEEE is the MSB-first CRC-32 (poly 0x04C11DB7,
+# init 0, no final xor); over bit-reversed bytes it is zlib's reflected CRC-32, bit-reversed
+_REVERSE = np.array([int(f"{i:08b}"[::-1], 2) for i in range(256)], dtype=np.uint8)
+FFV1_TRAILER = 8        # per slice: 3 bytes of slice size, 1 byte of error status, 4 bytes of CRC
+
+
+def crc_is_zero(data: np.ndarray) -> bool:
+    """Whether the MSB-first CRC-32 of `data` (uint8, its stored CRC included) is 0, i.e. intact."""
+    return zlib.crc32(_REVERSE[data].tobytes(), 0xFFFFFFFF) == 0xFFFFFFFF
+
+
+def ffv1_slices(data: np.ndarray, trailer: int = FFV1_TRAILER) -> list[tuple[int, int]] | None:
+    """(start, end) byte ranges of the slices of an FFV1 version 3 packet, read from its end
+    (each slice ends with its size), or None when the sizes do not chain back to byte 0."""
+    out, p = [], len(data)
+    while p > 0:
+        if p < trailer:
+            return None
+        v = (int(data[p - trailer]) << 16 | int(data[p - trailer + 1]) << 8 | int(data[p - trailer + 2])) + trailer
+        if v <= trailer or v > p:
+            return None
+        out.append((p - v, p))
+        p -= v
+    return out
+
+
+class FFV1Check:
+    """Slice CRCs of an FFV1 stream: `damage(packet_bytes)` -> None when intact, else a reason.
+
+    FFV1 version 3 with error correction ("slicecrc", what `vir degrade` writes) ends every slice
+    with a CRC-32 and its global header with one too. Whether a stream has slice CRCs is decided
+    on its first packet: the slice sizes chain back to its start only when the trailer is 8 bytes
+    long. A stream without them (FFV1 version 0/1, or slicecrc=0) is not checked.
+    """
+
+    def __init__(self, extradata: bytes | None):
+        self.header_ok = True
+        if extradata:
+            self.header_ok = crc_is_zero(np.frombuffer(extradata, dtype=np.uint8))
+        self.enabled: bool | None = None if extradata else False   # None: decided on the first packet
+
+    def damage(self, packet: bytes) -> str | None:
+        if self.enabled is False or not packet:
+            return None
+        data = np.frombuffer(packet, dtype=np.uint8)
+        slices = ffv1_slices(data)
+        if self.enabled is None:
+            self.enabled = slices is not None
+            if not self.enabled:
+                return None
+        if not self.header_ok:
+            return "the FFV1 header's CRC does not match"
+        if slices is None:
+            return "the FFV1 slice sizes are broken"
+        bad = sum(not crc_is_zero(data[a:b]) for a, b in slices)
+        if bad:
+            return f"{bad} of {len(slices)} FFV1 slice CRCs do not match"
+        return None
+
+
+@dataclass
+class Damage:
+    """What a damaged input lost, as the reader saw it (`VideoReader.damage`).
+
+    damaged: (frame index, reason) of frames that decoded with errors (kept with --tolerate-damage);
+    lost: frames that did not decode or are missing, `lost_frames` the indexes known of them;
+    notes: a phrase per event (where the file ends).
+    """
+
+    damaged: list[tuple[int, str]] = field(default_factory=list)
+    lost: int = 0
+    lost_frames: list[tuple[int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.damaged or self.lost or self.notes)
+
+    def mark(self, frame: int, reason: str) -> None:
+        """Frame `frame` decoded with errors (kept)."""
+        if frame not in {f for f, _ in self.damaged[-4:]}:
+            self.damaged.append((frame, reason))
+
+    def lose(self, frame: int, reason: str) -> None:
+        """Frame `frame` did not decode (skipped)."""
+        self.lost += 1
+        self.lost_frames.append((frame, reason))
+
+    def summary(self, name: str) -> str:
+        """One line: how much was lost and where (the warning after --tolerate-damage)."""
+        parts = []
+        if self.damaged:
+            idx = [f for f, _ in self.damaged]
+            s = "s" if len(idx) != 1 else ""
+            where = ", ".join(map(str, idx[:8])) + (f" and {len(idx) - 8} more" if len(idx) > 8 else "")
+            parts.append(f"{len(idx)} frame{s} damaged (frame{s} {where}: {self.damaged[0][1]})")
+        if self.lost:
+            at = ""
+            if self.lost_frames:
+                idx = [f for f, _ in self.lost_frames]
+                at = (" (frame" + ("s " if len(idx) > 1 else " ") + ", ".join(map(str, idx[:8]))
+                      + (f" and {len(idx) - 8} more" if len(idx) > 8 else "") + f": {self.lost_frames[0][1]})")
+            parts.append(f"{self.lost} frame{'s' if self.lost != 1 else ''} lost{at}")
+        parts += self.notes
+        return f"input damaged: {name}: " + "; ".join(parts)
+
+
+__all__ = ["Damage", "FFV1Check", "crc_is_zero", "ffv1_slices"]
