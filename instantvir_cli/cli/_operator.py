@@ -14,28 +14,26 @@ def _help(text: str, default: str, restore: bool) -> str:
     return f"{text} (default: {where}{default})."
 
 
+def _option(kind: type, flag: str, metavar: str, text: str, default: str, restore: bool):
+    return Annotated[Optional[kind], typer.Option(flag, metavar=metavar, show_default=False, rich_help_panel=PANEL,
+                                                  help=_help(text, default, restore))]
+
+
 def blur_sigma(restore: bool):
-    return Annotated[Optional[float], typer.Option(
-        "--blur-sigma", metavar="PIXELS", show_default=False, rich_help_panel=PANEL,
-        help=_help("deblur: the Gaussian's sigma", "3.0", restore))]
+    return _option(float, "--blur-sigma", "PIXELS", "deblur: the Gaussian's sigma", "3.0", restore)
 
 
 def blur_size(restore: bool):
-    return Annotated[Optional[int], typer.Option(
-        "--blur-size", metavar="PIXELS", show_default=False, rich_help_panel=PANEL,
-        help=_help("deblur: the Gaussian kernel's side, odd", "61", restore))]
+    return _option(int, "--blur-size", "PIXELS", "deblur: the Gaussian kernel's side, odd", "61", restore)
 
 
 def keep_fraction(restore: bool):
-    return Annotated[Optional[float], typer.Option(
-        "--keep-fraction", metavar="0..1", show_default=False, rich_help_panel=PANEL,
-        help=_help("inpaint: share of pixels vir's random mask keeps", "0.5", restore))]
+    return _option(float, "--keep-fraction", "0..1", "inpaint: share of pixels vir's random mask keeps", "0.5", restore)
 
 
 def sr_kernel(restore: bool):
-    return Annotated[Optional[str], typer.Option(
-        "--sr-kernel", metavar="area|bicubic", show_default=False, rich_help_panel=PANEL,
-        help=_help("sr4x: 4x4 block average (area) or antialiased bicubic downscaling", "area", restore))]
+    return _option(str, "--sr-kernel", "area|bicubic",
+                   "sr4x: 4x4 block average (area) or antialiased bicubic downscaling", "area", restore)
 
 
 def operator_options(blur_sigma: float | None, blur_size: int | None, keep_fraction: float | None,

@@ -29,11 +29,8 @@ EPILOG = """Examples:
 
 @app.command(epilog=EPILOG)
 def compare(
-    videos: Annotated[
-        list[Path],
-        typer.Argument(help="The clean video, then restorations (with --no-reference: restorations only).",
-                       show_default=False),
-    ],
+    videos: Annotated[list[Path], typer.Argument(
+        help="The clean video, then restorations (with --no-reference: restorations only).", show_default=False)],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="A .png sheet of one frame, or a video (.mp4, .mkv, ...).",
                            show_default=False),
@@ -60,12 +57,12 @@ def compare(
         bool, typer.Option("--vmaf/--no-vmaf", help="Video: also score VMAF (ffmpeg's libvmaf, vmaf_v0.6.1), "
                            "where this ffmpeg has it."),
     ] = True,
-    overwrite: Overwrite = False,
-    progress: ShowProgress = True,
     codec: enc.Codec = "libx264",
     crf: enc.Crf = 18,
     preset: enc.Preset = "medium",
     pix_fmt: enc.PixFmt = "yuv420p",
+    overwrite: Overwrite = False,
+    progress: ShowProgress = True,
     encoder_opt: enc.Extra = None,
 ) -> None:
     """Show restorations beside the clean video with PSNR / SSIM per panel, as a PNG sheet or a video."""
