@@ -309,6 +309,7 @@ class VideoReader:
         emitted = 0        # frames put into blocks so far
         packets = 0        # video packets with data demuxed (to be shown)
         samples = 0        # ... and those an edit list discards
+        avi_last = None    # pts of the last AVI chunk
         last_pts = None
         index = _FrameIndex()
         read_end = None    # pts: end of the last video packet demuxed
@@ -382,6 +383,11 @@ class VideoReader:
                 if packet.size and packet.is_corrupt:       # the demuxer knows the data is damaged
                     damaged(index.of(packet.pts) if packet.pts is not None else emitted + len(pts), packet.pts,
                             "the demuxer marks its packet corrupt", drain=True)
+                if packet.size and info.container == "avi" and packet.pts is not None:
+                    if avi_last is not None and packet.pts <= avi_last:   # AVI chunks are in display order
+                        damaged(index.of(packet.pts), packet.pts, "its chunk is out of order (a damaged index)",
+                                drain=True)
+                    avi_last = packet.pts
                 if packet.size:
                     samples += 1
                     packets += not packet.is_discard    # (an edit list's discarded samples give no frame)
