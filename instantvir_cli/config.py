@@ -422,7 +422,7 @@ def from_dict(cls: type, d: dict[str, Any], path: str = "") -> Any:
     prefix = f"{path}." if path else ""
     for key in d:
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown key (known in {path or 'the top level'}: "
+            raise ConfigError(f"{prefix}{L.key_name(key)}: unknown key (known in {path or 'the top level'}: "
                               f"{', '.join(fields)})")
     kwargs = {k: _convert(v, hints[k], prefix + k, dict(fields[k].metadata)) for k, v in d.items()}
     try:
@@ -445,7 +445,7 @@ def _overridden(base: Any, overrides: dict[str, Any], path: str, ranges: tuple =
     fields = {f.name: f for f in dataclasses.fields(base)}
     for k in overrides:
         if k not in fields:
-            raise ConfigError(f"{path}.{k}: unknown key (known: {', '.join(fields)})")
+            raise ConfigError(f"{path}.{L.key_name(k)}: unknown key (known: {', '.join(fields)})")
     kwargs = {k: _convert(v, hints[k], f"{path}.{k}", {}) for k, v in overrides.items()}
     ints, floats, bools = ranges
     L.model_fields({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}, ints, floats,

@@ -182,6 +182,14 @@ def check_memory(nbytes: int, what: str, hint: str, error: type[VirError] = Inpu
                     f"available: {hint}")
 
 
+def key_name(key: Any) -> str:
+    """A key as a message may show it: itself when it is a plain name, else its repr (one line)."""
+    text = str(key)
+    if text and text.isprintable() and " " not in text and len(text) <= 40:
+        return text
+    return repr(key)[:40]
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -191,5 +199,5 @@ __all__ = ["BATCH_MAX", "BLOCK_FRAMES", "CACHE_BLOCKS_MAX", "CROP_MAX", "DIT_FLO
            "ENV_MAX_PIXELS", "KERNEL_SIZE_MAX", "MASK_FRAMES_MAX", "MAX_PIXELS_DEFAULT", "SEED_MAX",
            "SIDECAR_BYTES_MAX", "SIGMA_RANGE", "SIGMA_Y_MAX", "SR_SCALES", "STEPS_MAX", "THREADS_MAX",
            "VAE_FLOATS", "VAE_INTS", "WINDOW_FRAMES_MAX", "WORKERS_MAX", "available_memory", "boolean",
-           "check_frame_size", "check_memory", "integer", "max_pixels", "model_fields", "number",
+           "check_frame_size", "check_memory", "integer", "key_name", "max_pixels", "model_fields", "number",
            "student_fields", "string", "table"]

@@ -110,9 +110,9 @@ class Sidecar:
     @classmethod
     def _from_data(cls, data: Any, where: str) -> "Sidecar":
         L.table("the file", data, ConfigError, where)
-        unknown = sorted(set(data) - TOP_KEYS)
+        unknown = sorted(map(str, set(data) - TOP_KEYS))
         if unknown:
-            raise ConfigError(f"{where}: {unknown[0]}: unknown key (known: {', '.join(sorted(TOP_KEYS))})")
+            raise ConfigError(f"{where}: {L.key_name(unknown[0])}: unknown key (known: {', '.join(sorted(TOP_KEYS))})")
         if "operator" not in data:
             raise ConfigError(f"{where}: operator: missing (the operator vir degrade applied)")
         fmt = L.integer("format", data.get("format", 1), 1, 1 << 30, ConfigError, where)
@@ -205,7 +205,8 @@ def check_source(src: Any, where: str) -> dict[str, Any]:
     L.table("source", src, ConfigError, where)
     unknown = sorted(set(src) - SOURCE_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: source.{unknown[0]}: unknown key (known: {', '.join(sorted(SOURCE_KEYS))})")
+        raise ConfigError(f"{where}: source.{L.key_name(unknown[0])}: unknown key (known: "
+                          f"{', '.join(sorted(SOURCE_KEYS))})")
     if "path" in src:
         L.string("source.path", src["path"], ConfigError, where)
     for k in ("width", "height"):
@@ -230,7 +231,7 @@ def check_operator(op: Any, where: str) -> dict[str, Any]:
     task = L.string("operator.task", op.get("task"), ConfigError, where, choices=TASKS)
     unknown = sorted(set(op) - COMMON_KEYS - TASK_KEYS[task])
     if unknown:
-        raise ConfigError(f"{where}: operator.{unknown[0]}: unknown key for {task} "
+        raise ConfigError(f"{where}: operator.{L.key_name(unknown[0])}: unknown key for {task} "
                           f"(known: {', '.join(sorted(COMMON_KEYS | TASK_KEYS[task]))})")
     for k in ("height", "width"):
         if k not in op:

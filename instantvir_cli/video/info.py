@@ -157,6 +157,8 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
     with open_input(path) as container:
         stream = video_stream(container, path)
         cc = stream.codec_context
+        if cc is None:
+            raise InputUnreadable(f"no decoder for the video stream of {path} (an unknown codec)")
         check_frame_size(cc.width or 1, cc.height or 1, f"input {path.name}")
         cc.options = {"max_pixels": str(max_pixels())}
         stream.thread_type = "AUTO"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import queue
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,23 +46,69 @@ class _Damaged(Exception):
 
 
 class _FrameIndex:
-    """The frame index of a pts: packets arrive in decode order, so the index counts the pts seen
-    that are smaller. A window of recent pts keeps memory flat on long videos."""
+    """The frame index of a pts, and the frames missing between packets.
+
+    Packets arrive in decode order, so the index of a pts counts the pts seen that are smaller; a
+    window of recent pts keeps memory flat on long videos. The intervals between neighbouring pts
+    are counted too: in a constant-rate video (at least 75 % of at least 4 intervals within a tick
+    of the commonest one, d) an interval over 1.5 d is frames missing from the file, which a
+    demuxer that skipped a damaged cluster does not report. A variable-rate video's gaps can't be
+    told from lost frames and are not judged; nor are those of MP4/MOV and AVI, whose indexes
+    declare their gaps (frames dropped at capture), and are checked by count instead.
+    """
 
     WINDOW = 256
+    MAX_KINDS = 64        # distinct intervals kept: more is variable rate
+    MAX_GAPS = 10_000
 
     def __init__(self):
         self._pts: list[int] = []
         self._before = 0      # packets that left the window (all earlier than it)
+        self._prev: int | None = None
+        self._steps: Counter = Counter()
+        self._gaps: list[tuple[int, int, int]] = []      # (frame index after it, pts before, pts after)
+        self.missing = 0
+        self.first_gap: tuple[int, int, int] | None = None
 
-    def add(self, p: int) -> None:
-        bisect.insort(self._pts, p)
+    def add(self, p: int) -> bool:
+        """Count pts `p`; False when it was seen already (two frames at one instant: damage)."""
+        i = bisect.bisect_left(self._pts, p)
+        if i < len(self._pts) and self._pts[i] == p:
+            return False
+        self._pts.insert(i, p)
         if len(self._pts) > 2 * self.WINDOW:
+            self._scan(self._pts[: self.WINDOW], self._before)
             self._before += self.WINDOW
             del self._pts[: self.WINDOW]
+        return True
 
     def of(self, p: int) -> int:
         return self._before + bisect.bisect_left(self._pts, p)
+
+    def finish(self) -> None:
+        """Judge the gaps once every packet is in (sets `missing` and `first_gap`)."""
+        self._scan(self._pts, self._before)
+        self._pts = []
+        total = sum(self._steps.values())
+        if total < 4 or len(self._steps) > self.MAX_KINDS:
+            return
+        d = self._steps.most_common(1)[0][0]
+        if d <= 0 or sum(n for k, n in self._steps.items() if abs(k - d) <= 1) < 0.75 * total:
+            return
+        for at, before, after in self._gaps:
+            if after - before > 1.5 * d:
+                self.missing += max(1, round((after - before) / d) - 1)
+                self.first_gap = self.first_gap or (at, before, after)
+
+    def _scan(self, pts: list[int], first: int) -> None:
+        for i, p in enumerate(pts):
+            if self._prev is not None and p > self._prev:
+                step = p - self._prev
+                if len(self._steps) <= self.MAX_KINDS:
+                    self._steps[step] += 1
+                if len(self._gaps) < self.MAX_GAPS and (not self._gaps or step > min(self._steps)):
+                    self._gaps.append((first + i, self._prev, p))
+            self._prev = p
 
 
 @dataclass
@@ -260,7 +307,9 @@ class VideoReader:
         x: np.ndarray | None = None     # (3, T, H, W) float32 block being filled, raw integer values
         pts: list[int] = []
         emitted = 0        # frames put into blocks so far
-        packets = 0        # video packets with data demuxed
+        packets = 0        # video packets with data demuxed (to be shown)
+        samples = 0        # ... and those an edit list discards
+        avi_last = None    # pts of the last AVI chunk
         last_pts = None
         index = _FrameIndex()
         read_end = None    # pts: end of the last video packet demuxed
@@ -322,14 +371,29 @@ class VideoReader:
                         frames = []
                     take(frames)
                     break
-                if packet.stream_index != video.index:
+                # (the flush packet PyAV yields at the end has stream_index 0 whatever its stream: only
+                # `packet.stream` tells the video's, and without it the decoder's last frames are lost)
+                if packet.stream.index != video.index:
+                    if packet.is_corrupt and packet.pts is not None:   # e.g. MPEG-TS continuity errors
+                        damaged(emitted + len(pts), None, f"its {packet.stream.type} packet at "
+                                f"t={float(packet.pts * packet.time_base):.2f}s is marked corrupt by the demuxer")
                     if packet.dts is not None:
                         self._packets.put(packet)
                     continue
+                if packet.size and packet.is_corrupt:       # the demuxer knows the data is damaged
+                    damaged(index.of(packet.pts) if packet.pts is not None else emitted + len(pts), packet.pts,
+                            "the demuxer marks its packet corrupt", drain=True)
+                if packet.size and info.container == "avi" and packet.pts is not None:
+                    if avi_last is not None and packet.pts <= avi_last:   # AVI chunks are in display order
+                        damaged(index.of(packet.pts), packet.pts, "its chunk is out of order (a damaged index)",
+                                drain=True)
+                    avi_last = packet.pts
                 if packet.size:
-                    packets += 1
+                    samples += 1
+                    packets += not packet.is_discard    # (an edit list's discarded samples give no frame)
                     if packet.pts is not None:
-                        index.add(packet.pts)
+                        if not index.add(packet.pts):
+                            damaged(index.of(packet.pts), packet.pts, "a second packet has its timestamp", drain=True)
                         end = packet.pts + (packet.duration or step)
                         read_end = end if read_end is None else max(read_end, end)
                     if ffv1 is not None and (why := ffv1.damage(bytes(packet))):
@@ -356,7 +420,7 @@ class VideoReader:
             return
         n = emitted + len(pts)
         if failure is None:
-            failure = self._check_length(packets, read_end, breakoff)
+            failure = self._check_length(packets, read_end, breakoff, index, n, samples)
         if failure is None and n == 0:
             failure = "no frame could be decoded"
         if not flush_block():
@@ -366,16 +430,39 @@ class VideoReader:
             raise InputCorrupt(f"input corrupt: {self.path.name}: read {n} frames{self._where(last_pts)}, "
                                f"then {failure}{hint}")
 
-    def _check_length(self, packets: int, read_end: int | None, breakoff: str | None) -> str | None:
-        """Whether the file ends before its header's length: the reason (None: it does not, or
-        with tolerate_damage, where the loss is counted in `damage` instead)."""
+    def _check_length(self, packets: int, read_end: int | None, breakoff: str | None,
+                      index: _FrameIndex, decoded: int, samples: int) -> str | None:
+        """Whether frames are missing: a gap in a constant-rate video, or the file ends before its
+        header's length. The reason (None: none are, or with tolerate_damage, where the loss is
+        counted in `damage` instead)."""
         info, tb = self.info, self.time_base
         missing, reason = 0, None
-        if info.container == MOV and info.frames_exact and info.frames and packets < info.frames:
-            missing = info.frames - packets
-            reason = f"the file is truncated: {packets} of {info.frames} frames present"
+        index.finish()
+        if index.missing and info.container in ("matroska,webm", "mpegts"):   # timestamps from the stream itself
+            at, before, after = index.first_gap
+            gap = (f"{index.missing} frame{'s' if index.missing != 1 else ''} missing from the file, the first "
+                   f"before frame {at} (no frame between t={float(before * tb):.2f}s and t={float(after * tb):.2f}s)")
+            if not self.tolerate_damage:
+                return gap
+            self.damage.lost += index.missing
+            self.damage.notes.append(gap)
+        indexed = info.container in (MOV, "avi")      # one chunk a frame, the count in the header
+        if info.container == MOV and info.frames_exact and info.frames and samples < info.frames:
+            missing = info.frames - samples
+            reason = f"the file is truncated: {samples} of {info.frames} frames present"
+        if indexed and info.frames_exact and info.frames and samples > info.frames:
+            reason = f"it holds {samples} frames, more than the {info.frames} its header declares"
+        undecoded = packets - decoded - self.damage.lost
+        if indexed and breakoff is None and undecoded > 0 and reason is None:
+            # every MP4/MOV sample and AVI chunk is one frame: a decoder that returns fewer dropped some
+            # (a frame-threaded decoder drops a frame it can't decode without an error)
+            reason = f"{undecoded} of its {packets} frames did not decode (the decoder dropped them)"
+            missing = undecoded
         if info.declared_end is not None and read_end is not None and info.fps:
             ends = float(read_end * tb)
+            if ends > info.declared_end + 3 / float(info.fps) + 0.25:
+                reason = (f"its frames run to t={ends:.2f}s, past the {info.declared_end:.2f}s its header "
+                          f"declares (damaged timestamps)")
             short = (info.declared_end - ends) * float(info.fps)
             if short > 0.5 and round(short) >= missing:
                 missing = max(1, round(short))

@@ -305,7 +305,7 @@ def test_a_header_that_lies_about_sizes_allocates_nothing_for_them(clip_mkv24, t
             "from instantvir_cli.ops import build_operator\nfrom instantvir_cli.errors import CheckpointError\n"
             "try:\n    learned_restorer(build_operator('deblur', 96, 160), sys.argv[1])\n"
             "except CheckpointError as e:\n    print('refused', e)\n"
-            "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+            "print(next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')))")
     proc = subprocess.run([sys.executable, "-c", code, str(ckpt)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0 and "refused" in proc.stdout and "shape mismatches" in proc.stdout, proc.stderr
