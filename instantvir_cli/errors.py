@@ -7,10 +7,12 @@ Codes (documented in README and man/vir.1):
     1  unexpected internal failure (a bug: please report)
     2  usage error (unknown option or task, bad value)            -- Click's convention
     3  input not found or not a regular file
-    4  input unreadable: empty, not a media file, no video stream, no frames
-    5  input corrupt or truncated part-way through
-    6  output refused: same as input, or exists without --overwrite, or not writable
-    7  mask invalid: wrong size, unreadable
+    4  input unreadable: empty, not a media file, no video stream, no frames; frames over the
+       size limit or too large for memory
+    5  input corrupt or truncated part-way through (the message names the frame)
+    6  output refused: same as input, exists without --overwrite, being written by another vir,
+       not writable, disk full
+    7  mask invalid: wrong size, unreadable, not the file a sidecar recorded
     8  checkpoint not found or invalid
     9  configuration invalid (distill config, sidecar)
   130  interrupted (Ctrl-C)

@@ -21,12 +21,14 @@ EXIT_CODES = [
     ("1", "unexpected internal failure (a bug: please report it)"),
     ("2", "usage error: unknown option or task, bad value"),
     ("3", "input not found, or a folder"),
-    ("4", "input unreadable: empty, not a media file, no video stream, no frames"),
-    ("5", "input corrupt or truncated part-way through"),
-    ("6", "output refused: same as the input, exists without --overwrite, or folder not writable"),
-    ("7", "mask invalid: wrong size or unreadable"),
+    ("4", "input unreadable: empty, not a media file, no video stream, no frames; frames over the size "
+          "limit (VIR_MAX_PIXELS) or too large for memory"),
+    ("5", "input corrupt or truncated part-way through; the message names the frame (--tolerate-damage goes on)"),
+    ("6", "output refused: same as the input, exists without --overwrite, being written by another vir, "
+          "folder not writable, or disk full"),
+    ("7", "mask invalid: wrong size, unreadable, or not the file the sidecar recorded"),
     ("8", "checkpoint not found or invalid"),
-    ("9", "configuration invalid (distill config, sidecar)"),
+    ("9", "configuration invalid (distill config, sidecar): the key and its allowed range"),
     ("130", "interrupted (Ctrl-C); nothing is left at the output path"),
 ]
 
@@ -101,6 +103,8 @@ def main_page(app: typer.Typer) -> str:
         ".TP", "\\fBVIR_CHECKPOINT\\fR", "Learned model weights used when \\-\\-checkpoint is not given.",
         ".TP", "\\fBVIR_DEFAULT_MALLOC\\fR", "Set to 1 to keep glibc's malloc defaults (vir otherwise raises its mmap "
         "and trim thresholds so that frame-sized buffers are reused, not faulted in anew).",
+        ".TP", "\\fBVIR_MAX_PIXELS\\fR", "Pixels a frame may have, input or output (default 35389440, 8192 x 4320); "
+        "a larger frame is refused with exit 4 before it is decoded.",
         ".SH EXIT STATUS",
     ] + [f".TP\n{c}\n{_esc(t)}" for c, t in EXIT_CODES]
     lines += [".SH SEE ALSO", ", ".join(f"\\fBvir\\-{n}\\fR(1)" for n in sorted(group.commands))]

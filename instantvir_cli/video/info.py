@@ -64,6 +64,8 @@ class VideoInfo:
     # headers, Matroska's DURATION tag; None where the header declares no length (MPEG-TS/PS, raw
     # streams, a Matroska file without the tag), whose length FFmpeg can only estimate
     declared_end: float | None = None
+    # Matroska: the pts of the keyframes its index (Cues) lists, a frame that must be in the file
+    cues: tuple[int, ...] = ()
 
     @property
     def frame_duration(self) -> Fraction:
@@ -194,6 +196,7 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
         elif container.duration:
             duration = container.duration / av.time_base
         end = declared_end(container, stream, tb)
+        cues = keyframe_cues(container, stream)
         frames, exact = None, False
         if stream.frames and stream.frames > 0:
             frames, exact = int(stream.frames), True
@@ -231,7 +234,21 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
             has_audio=len(container.streams.audio) > 0,
             has_subtitles=len(container.streams.subtitles) > 0,
             declared_end=end,
+            cues=cues,
         )
+
+
+def keyframe_cues(container, stream, limit: int = 100_000) -> tuple[int, ...]:
+    """The pts of the keyframes a Matroska file's index (Cues) lists; FFmpeg reads the index on
+    the first seek. () for other containers, or where there is none."""
+    if container.format.name != "matroska,webm":
+        return ()
+    try:
+        container.seek(0, stream=stream)
+        entries = stream.index_entries
+        return tuple(sorted({int(e.timestamp) for e in list(entries)[:limit]}))
+    except (av.error.FFmpegError, OSError, ValueError, OverflowError):
+        return ()
 
 
 def _tag_seconds(text: str | None) -> float | None:

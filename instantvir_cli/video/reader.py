@@ -29,6 +29,7 @@ from instantvir_cli.video.info import (SWS_MATRIX, SWS_RANGE, VideoInfo, _reason
                                       video_stream)
 
 MOV = "mov,mp4,m4a,3gp,3g2,mj2"   # its index counts every sample: fewer packets than that is truncation
+ONE_BLOCK = {"ffv1", "vp9", "av1", "mjpeg", "prores", "utvideo", "huffyuv", "ffvhuff", "rawvideo", "dnxhd", "png"}
 
 _END = object()
 # exact rounding in swscale: about 0.5 instead of 1.3 levels mean error against the textbook equations
@@ -310,6 +311,7 @@ class VideoReader:
         packets = 0        # video packets with data demuxed (to be shown)
         samples = 0        # ... and those an edit list discards
         avi_last = None    # pts of the last AVI chunk
+        cues = set(info.cues)   # the keyframes a Matroska index lists, not yet seen
         last_pts = None
         index = _FrameIndex()
         read_end = None    # pts: end of the last video packet demuxed
@@ -388,6 +390,8 @@ class VideoReader:
                         damaged(index.of(packet.pts), packet.pts, "its chunk is out of order (a damaged index)",
                                 drain=True)
                     avi_last = packet.pts
+                if packet.size and cues and packet.pts in cues:
+                    cues.discard(packet.pts)
                 if packet.size:
                     samples += 1
                     packets += not packet.is_discard    # (an edit list's discarded samples give no frame)
@@ -420,7 +424,7 @@ class VideoReader:
             return
         n = emitted + len(pts)
         if failure is None:
-            failure = self._check_length(packets, read_end, breakoff, index, n, samples)
+            failure = self._check_length(packets, read_end, breakoff, index, n, samples, cues)
         if failure is None and n == 0:
             failure = "no frame could be decoded"
         if not flush_block():
@@ -431,7 +435,7 @@ class VideoReader:
                                f"then {failure}{hint}")
 
     def _check_length(self, packets: int, read_end: int | None, breakoff: str | None,
-                      index: _FrameIndex, decoded: int, samples: int) -> str | None:
+                      index: _FrameIndex, decoded: int, samples: int, cues: set[int]) -> str | None:
         """Whether frames are missing: a gap in a constant-rate video, or the file ends before its
         header's length. The reason (None: none are, or with tolerate_damage, where the loss is
         counted in `damage` instead)."""
@@ -446,7 +450,17 @@ class VideoReader:
                 return gap
             self.damage.lost += index.missing
             self.damage.notes.append(gap)
-        indexed = info.container in (MOV, "avi")      # one chunk a frame, the count in the header
+        if cues and breakoff is None:
+            first = min(cues)
+            lost = (f"{len(cues)} keyframe{'s' if len(cues) != 1 else ''} its index lists "
+                    f"{'are' if len(cues) != 1 else 'is'} not in the file, the first at t={float(first * tb):.2f}s")
+            if not self.tolerate_damage:
+                return lost
+            self.damage.notes.append(lost)
+        # one chunk a frame: MP4/MOV and AVI (the count in the header), and Matroska of codecs that
+        # put each frame in one block (not VP8, whose hidden frames have blocks of their own, nor
+        # the field-coded H.264, HEVC and MPEG-2 a block may hold half of)
+        indexed = info.container in (MOV, "avi") or (info.container == "matroska,webm" and info.codec in ONE_BLOCK)
         if info.container == MOV and info.frames_exact and info.frames and samples < info.frames:
             missing = info.frames - samples
             reason = f"the file is truncated: {samples} of {info.frames} frames present"
