@@ -49,37 +49,52 @@ def ffv1_slices(data: np.ndarray, trailer: int = FFV1_TRAILER) -> list[tuple[int
 
 
 class FFV1Check:
-    """Slice CRCs of an FFV1 stream: `damage(packet_bytes)` -> None when intact, else a reason.
+    """Slice CRCs of an FFV1 stream: `damage(packet_bytes, pts)` -> None, or (pts, reason) of a
+    damaged packet (that one, or an earlier one the check held back).
 
     FFV1 version 3 with error correction ("slicecrc", what `vir degrade` writes) ends every slice
-    with a CRC-32 and its global header with one too. Whether a stream has slice CRCs is decided
-    on its first packet: the slice sizes chain back to its start only when the trailer is 8 bytes
-    long. A stream without them (FFV1 version 0/1, or slicecrc=0) is not checked.
+    with a CRC-32 and its global header with one too. A stream has slice CRCs when one of its
+    packets chains back to its start with 8-byte slice trailers and every CRC of it matches; until
+    one does, packets that don't are held back, and once one does they are damage (a damaged
+    first packet must not turn the check off). A stream without slice CRCs (FFV1 version 0/1, or
+    slicecrc=0) is not checked.
     """
+
+    HOLD = 64         # packets held back while undecided: after that many, the stream has no CRCs
 
     def __init__(self, extradata: bytes | None):
         self.header_ok = True
         if extradata:
             self.header_ok = crc_is_zero(np.frombuffer(extradata, dtype=np.uint8))
-        self.enabled: bool | None = None if extradata else False   # None: decided on the first packet
+        self.enabled: bool | None = None if extradata else False   # None: not decided yet
+        self._held: list[tuple[int | None, str]] = []
 
-    def damage(self, packet: bytes) -> str | None:
+    @staticmethod
+    def _reason(data: np.ndarray) -> tuple[str | None, bool]:
+        """(why the packet is damaged or None, whether its slices chain with 8-byte trailers)."""
+        slices = ffv1_slices(data)
+        if slices is None:
+            return "the FFV1 slice sizes are broken", False
+        bad = sum(not crc_is_zero(data[a:b]) for a, b in slices)
+        return (f"{bad} of {len(slices)} FFV1 slice CRCs do not match" if bad else None), True
+
+    def damage(self, packet: bytes, pts: int | None = None) -> tuple[int | None, str] | None:
         if self.enabled is False or not packet:
             return None
-        data = np.frombuffer(packet, dtype=np.uint8)
-        slices = ffv1_slices(data)
+        why, chained = self._reason(np.frombuffer(packet, dtype=np.uint8))
         if self.enabled is None:
-            self.enabled = slices is not None
-            if not self.enabled:
+            if why is not None:
+                self._held.append((pts, why))
+                if len(self._held) >= self.HOLD:
+                    self.enabled, self._held = False, []
                 return None
+            self.enabled = True
+            if self._held:
+                first, self._held = self._held[0], []
+                return first
         if not self.header_ok:
-            return "the FFV1 header's CRC does not match"
-        if slices is None:
-            return "the FFV1 slice sizes are broken"
-        bad = sum(not crc_is_zero(data[a:b]) for a, b in slices)
-        if bad:
-            return f"{bad} of {len(slices)} FFV1 slice CRCs do not match"
-        return None
+            return pts, "the FFV1 header's CRC does not match"
+        return None if why is None else (pts, why)
 
 
 @dataclass

@@ -400,9 +400,9 @@ class VideoReader:
                             damaged(index.of(packet.pts), packet.pts, "a second packet has its timestamp", drain=True)
                         end = packet.pts + (packet.duration or step)
                         read_end = end if read_end is None else max(read_end, end)
-                    if ffv1 is not None and (why := ffv1.damage(bytes(packet))):
-                        damaged(index.of(packet.pts) if packet.pts is not None else emitted + len(pts),
-                                packet.pts, why, drain=True)
+                    if ffv1 is not None and (hit := ffv1.damage(bytes(packet), packet.pts)):
+                        at, why = hit
+                        damaged(index.of(at) if at is not None else emitted + len(pts), at, why, drain=True)
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
