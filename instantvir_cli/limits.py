@@ -130,6 +130,9 @@ def model_fields(d: Any, ints: Mapping[str, tuple[int, int]], floats: Mapping[st
     """Check the ranged fields of a model config dict (DIT_* / VAE_*); other keys are left to the
     dataclass, which rejects unknown ones."""
     table(prefix, d, error, where)
+    for k in d:          # the dataclass names unknown fields raw: a key must be one it could have
+        if not (isinstance(k, str) and k.isidentifier()):
+            raise error(f"{_where(where, prefix + '.' + key_name(k))}: not a field name")
     for k, (lo, hi) in ints.items():
         if k in d and not (k == "text_dim" and d[k] is None):
             integer(f"{prefix}.{k}", d[k], lo, hi, error, where)
@@ -151,6 +154,9 @@ def model_fields(d: Any, ints: Mapping[str, tuple[int, int]], floats: Mapping[st
 def student_fields(d: Any, error: type[VirError], where: str, prefix: str) -> None:
     """Check a StudentConfig dict (block_frames, cache_blocks, s_star)."""
     table(prefix, d, error, where)
+    for k in d:
+        if not (isinstance(k, str) and k.isidentifier()):
+            raise error(f"{_where(where, prefix + '.' + key_name(k))}: not a field name")
     if "block_frames" in d:
         integer(f"{prefix}.block_frames", d["block_frames"], *BLOCK_FRAMES, error, where)
     if d.get("cache_blocks") is not None:

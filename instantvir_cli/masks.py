@@ -82,6 +82,8 @@ class MaskSource:
             raise MaskInvalid(f"mask unreadable: {self.path}: {_reason(e)}") from None
 
     def _to_mask(self, frame: av.VideoFrame) -> torch.Tensor:
+        if frame.is_corrupt:       # the decoder concealed errors: the mask would be a guess
+            raise MaskInvalid(f"mask {self.path.name} is damaged: a frame decodes with errors")
         if (frame.width, frame.height) != (self.width, self.height):
             raise MaskInvalid(f"mask {self.path.name} changes size to {frame.width}x{frame.height}; the video is "
                               f"{self.width}x{self.height}")

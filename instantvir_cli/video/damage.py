@@ -7,7 +7,9 @@ Signs of damage, each tied to a frame:
 - a packet that can't be demuxed or decoded;
 - a frame the decoder returns with concealment (`frame.is_corrupt`: FFmpeg's decode_error_flags,
   e.g. H.264 macroblocks it could not decode);
-- an FFV1 slice whose CRC does not match (`FFV1Check`; `vir degrade` writes FFV1 with slice CRCs).
+- an FFV1 slice whose CRC does not match (`FFV1Check`; `vir degrade` writes FFV1 with slice CRCs);
+- a Matroska element whose CRC-32 does not match (`matroska_crc_errors`: FFmpeg's muxer gives
+  every top-level element, the track headers and every cluster, one; FFmpeg's demuxer ignores them).
 
 FFmpeg's own log lines ("slice CRC mismatch", "error while decoding MB") are not used: PyAV's log
 callback takes the GIL in FFmpeg's decoder threads, and PyAV frees a codec context with the GIL
@@ -49,37 +51,128 @@ def ffv1_slices(data: np.ndarray, trailer: int = FFV1_TRAILER) -> list[tuple[int
 
 
 class FFV1Check:
-    """Slice CRCs of an FFV1 stream: `damage(packet_bytes)` -> None when intact, else a reason.
+    """Slice CRCs of an FFV1 stream: `damage(packet_bytes, pts)` -> None, or (pts, reason) of a
+    damaged packet (that one, or an earlier one the check held back).
 
     FFV1 version 3 with error correction ("slicecrc", what `vir degrade` writes) ends every slice
-    with a CRC-32 and its global header with one too. Whether a stream has slice CRCs is decided
-    on its first packet: the slice sizes chain back to its start only when the trailer is 8 bytes
-    long. A stream without them (FFV1 version 0/1, or slicecrc=0) is not checked.
+    with a CRC-32 and its global header with one too. A stream has slice CRCs when one of its
+    packets chains back to its start with 8-byte slice trailers and every CRC of it matches; until
+    one does, packets that don't are held back, and once one does they are damage (a damaged
+    first packet must not turn the check off). A stream without slice CRCs (FFV1 version 0/1, or
+    slicecrc=0) is not checked.
     """
+
+    HOLD = 64         # packets held back while undecided: after that many, the stream has no CRCs
 
     def __init__(self, extradata: bytes | None):
         self.header_ok = True
         if extradata:
             self.header_ok = crc_is_zero(np.frombuffer(extradata, dtype=np.uint8))
-        self.enabled: bool | None = None if extradata else False   # None: decided on the first packet
+        self.enabled: bool | None = None if extradata else False   # None: not decided yet
+        self._held: list[tuple[int | None, str]] = []
 
-    def damage(self, packet: bytes) -> str | None:
+    @staticmethod
+    def _reason(data: np.ndarray) -> tuple[str | None, bool]:
+        """(why the packet is damaged or None, whether its slices chain with 8-byte trailers)."""
+        slices = ffv1_slices(data)
+        if slices is None:
+            return "the FFV1 slice sizes are broken", False
+        bad = sum(not crc_is_zero(data[a:b]) for a, b in slices)
+        return (f"{bad} of {len(slices)} FFV1 slice CRCs do not match" if bad else None), True
+
+    def damage(self, packet: bytes, pts: int | None = None) -> tuple[int | None, str] | None:
         if self.enabled is False or not packet:
             return None
-        data = np.frombuffer(packet, dtype=np.uint8)
-        slices = ffv1_slices(data)
+        why, chained = self._reason(np.frombuffer(packet, dtype=np.uint8))
         if self.enabled is None:
-            self.enabled = slices is not None
-            if not self.enabled:
+            if why is not None:
+                self._held.append((pts, why))
+                if len(self._held) >= self.HOLD:
+                    self.enabled, self._held = False, []
                 return None
+            self.enabled = True
+            if self._held:
+                first, self._held = self._held[0], []
+                return first
         if not self.header_ok:
-            return "the FFV1 header's CRC does not match"
-        if slices is None:
-            return "the FFV1 slice sizes are broken"
-        bad = sum(not crc_is_zero(data[a:b]) for a, b in slices)
-        if bad:
-            return f"{bad} of {len(slices)} FFV1 slice CRCs do not match"
+            return pts, "the FFV1 header's CRC does not match"
+        return None if why is None else (pts, why)
+
+
+_SEGMENT, _CRC32, _CLUSTER, _TIMESTAMP = 0x18538067, 0xBF, 0x1F43B675, 0xE7
+_NAMES = {0x114D9B74: "seek head", 0x1549A966: "segment info", 0x1654AE6B: "track headers", _CLUSTER: "cluster",
+          0x1C53BB6B: "index (Cues)", 0x1254C367: "tags", 0x1043A770: "chapters", 0x1941A469: "attachments"}
+
+
+def _vint(f, keep_marker: bool) -> tuple[int | None, int]:
+    """An EBML variable-length integer from file `f`: (value or None when all ones, bytes read)."""
+    first = f.read(1)
+    if not first:
+        raise EOFError
+    b = first[0]
+    n = 1
+    while n <= 8 and not b & (0x80 >> (n - 1)):
+        n += 1
+    if n > 8:
+        raise ValueError("bad EBML length")
+    rest = f.read(n - 1)
+    if len(rest) != n - 1:
+        raise EOFError
+    value = b if keep_marker else b & (0xFF >> n)
+    for c in rest:
+        value = (value << 8) | c
+    if not keep_marker and value == (1 << (7 * n)) - 1:
+        return None, n
+    return value, n
+
+
+def matroska_crc_errors(path, limit: int = 8):
+    """Matroska top-level elements whose CRC-32 does not match, or whose ID no segment child has:
+    [(byte offset, what, cluster time in ms or None)], at most `limit`. Elements without a CRC-32,
+    and files whose layout can't be followed (unknown sizes, a file cut short: the reader's other
+    checks see those), give none."""
+    out = []
+    try:
+        with open(path, "rb") as f:
+            eid, _ = _vint(f, True)
+            size, _ = _vint(f, False)
+            if eid != 0x1A45DFA3 or size is None:
+                return out
+            f.seek(size, 1)
+            eid, _ = _vint(f, True)
+            seg_size, _ = _vint(f, False)
+            if eid != _SEGMENT:
+                return out
+            seg_end = None if seg_size is None else f.tell() + seg_size
+            while seg_end is None or f.tell() < seg_end:
+                start = f.tell()
+                eid, _ = _vint(f, True)
+                size, _ = _vint(f, False)
+                if size is None or size > (1 << 34):
+                    return out
+                body = f.read(size)
+                if len(body) < size:
+                    return out
+                if eid not in _NAMES and eid not in (0xEC, _CRC32):      # not a child a segment can have
+                    out.append((start, f"element of unknown kind 0x{eid:X} (a damaged ID: FFmpeg skips it)", None))
+                elif len(body) >= 6 and body[0] == _CRC32 and body[1] == 0x84:
+                    stored = int.from_bytes(body[2:6], "little")
+                    if zlib.crc32(body[6:]) != stored:
+                        out.append((start, _NAMES.get(eid, f"element 0x{eid:X}"),
+                                    _cluster_time(body[6:]) if eid == _CLUSTER else None))
+                        if len(out) >= limit:
+                            return out
+    except (EOFError, ValueError, OSError):
+        pass
+    return out
+
+
+def _cluster_time(body: bytes) -> int | None:
+    """The Timestamp (ms at the default scale) a cluster's body starts with, if it does."""
+    if len(body) < 3 or body[0] != _TIMESTAMP:
         return None
+    n = body[1] & 0x7F if body[1] & 0x80 else 0
+    return int.from_bytes(body[2:2 + n], "big") if 0 < n <= 8 else None
 
 
 @dataclass
@@ -128,4 +221,4 @@ class Damage:
         return f"input damaged: {name}: " + "; ".join(parts)
 
 
-__all__ = ["Damage", "FFV1Check", "crc_is_zero", "ffv1_slices"]
+__all__ = ["Damage", "FFV1Check", "crc_is_zero", "ffv1_slices", "matroska_crc_errors"]

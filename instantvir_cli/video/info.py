@@ -66,6 +66,7 @@ class VideoInfo:
     declared_end: float | None = None
     # Matroska: the pts of the keyframes its index (Cues) lists, a frame that must be in the file
     cues: tuple[int, ...] = ()
+    interlaced: bool = False      # the first frame is interlaced (field-coded streams may put a field in a packet)
 
     @property
     def frame_duration(self) -> Fraction:
@@ -235,6 +236,7 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
             has_subtitles=len(container.streams.subtitles) > 0,
             declared_end=end,
             cues=cues,
+            interlaced=bool(getattr(first, "interlaced_frame", False)),
         )
 
 

@@ -24,12 +24,13 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from instantvir_cli.errors import InputCorrupt
 from instantvir_cli.limits import check_memory, max_pixels
-from instantvir_cli.video.damage import Damage, FFV1Check
+from instantvir_cli.video.damage import Damage, FFV1Check, matroska_crc_errors
 from instantvir_cli.video.info import (SWS_MATRIX, SWS_RANGE, VideoInfo, _reason, frame_colour, open_input, probe,
                                       video_stream)
 
 MOV = "mov,mp4,m4a,3gp,3g2,mj2"   # its index counts every sample: fewer packets than that is truncation
 ONE_BLOCK = {"ffv1", "vp9", "av1", "mjpeg", "prores", "utvideo", "huffyuv", "ffvhuff", "rawvideo", "dnxhd", "png"}
+PROGRESSIVE_ONE_PACKET = {"h264", "hevc", "mpeg2video", "mpeg4"}
 
 _END = object()
 # exact rounding in swscale: about 0.5 instead of 1.3 levels mean error against the textbook equations
@@ -400,9 +401,9 @@ class VideoReader:
                             damaged(index.of(packet.pts), packet.pts, "a second packet has its timestamp", drain=True)
                         end = packet.pts + (packet.duration or step)
                         read_end = end if read_end is None else max(read_end, end)
-                    if ffv1 is not None and (why := ffv1.damage(bytes(packet))):
-                        damaged(index.of(packet.pts) if packet.pts is not None else emitted + len(pts),
-                                packet.pts, why, drain=True)
+                    if ffv1 is not None and (hit := ffv1.damage(bytes(packet), packet.pts)):
+                        at, why = hit
+                        damaged(index.of(at) if at is not None else emitted + len(pts), at, why, drain=True)
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
@@ -450,6 +451,14 @@ class VideoReader:
                 return gap
             self.damage.lost += index.missing
             self.damage.notes.append(gap)
+        if info.container == "matroska,webm" and (bad := matroska_crc_errors(self.path)):
+            offset, what, ms = bad[0]
+            at = f" at t={ms / 1000:.2f}s" if ms is not None else ""
+            crc = (f"{len(bad)} Matroska element{'s are' if len(bad) != 1 else ' is'} damaged (CRC-32 or ID), the "
+                   f"first its {what}{at} (byte {offset})")
+            if not self.tolerate_damage:
+                return crc
+            self.damage.notes.append(crc)
         if cues and breakoff is None:
             first = min(cues)
             lost = (f"{len(cues)} keyframe{'s' if len(cues) != 1 else ''} its index lists "
@@ -457,10 +466,11 @@ class VideoReader:
             if not self.tolerate_damage:
                 return lost
             self.damage.notes.append(lost)
-        # one chunk a frame: MP4/MOV and AVI (the count in the header), and Matroska of codecs that
-        # put each frame in one block (not VP8, whose hidden frames have blocks of their own, nor
-        # the field-coded H.264, HEVC and MPEG-2 a block may hold half of)
-        indexed = info.container in (MOV, "avi") or (info.container == "matroska,webm" and info.codec in ONE_BLOCK)
+        # one chunk a frame: MP4/MOV and AVI (the count in the header), and Matroska and MPEG-TS of
+        # codecs that put each frame in one packet (not VP8, whose hidden frames have packets of
+        # their own, nor field-coded H.264, HEVC and MPEG-2, where a packet may hold one field)
+        one_packet = info.codec in ONE_BLOCK or (info.codec in PROGRESSIVE_ONE_PACKET and not info.interlaced)
+        indexed = info.container in (MOV, "avi") or (info.container in ("matroska,webm", "mpegts") and one_packet)
         if info.container == MOV and info.frames_exact and info.frames and samples < info.frames:
             missing = info.frames - samples
             reason = f"the file is truncated: {samples} of {info.frames} frames present"

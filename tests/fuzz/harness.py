@@ -308,7 +308,7 @@ def fuzz_clips(work: Path, seconds: float | None = None, count: int | None = Non
             kept = None
             if result.startswith("FAIL") and keep_failures is not None:
                 keep_failures.mkdir(parents=True, exist_ok=True)
-                kept = keep_failures / f"{len(tally.failures):03d}-{result}-{name}"
+                kept = keep_failures / f"{seed}-{i:05d}-{result}-{kind}-{name}"
                 kept.write_bytes(data)
             tally.add(name, kind, result, reply, kept)
             i += 1

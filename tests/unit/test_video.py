@@ -521,3 +521,40 @@ def test_synthetic_clip(tmp_path):
     assert x.std() > 0.2 and (x[:, :, -1] - x[:, :, 0]).abs().mean() > 0.05  # textured and moving
     exact = write_synthetic_clip(tmp_path / "syn.mkv", 33, 21, frames=3, lossless=True)
     assert probe(exact).codec == "ffv1" and probe(exact).width == 33
+
+
+# ----------------------------------------------------------------------------- damage the fuzzing found
+def test_the_last_frames_are_read_when_video_is_not_the_first_stream(tmp_path):
+    # the flush packet at the end has stream_index 0: a reader that trusts it loses the decoder's last frames
+    clip = media.generate("audio_first.mp4", media._sine(2) + media._src("160x96", "12", 2)
+                          + ["-map", "0:a", "-map", "1:v", "-c:a", "aac", "-b:a", "32k"] + media.X264 + ["-bf", "2"])
+    with av.open(str(clip)) as c:
+        assert c.streams[0].type == "audio"
+        n = sum(1 for _ in c.decode(video=0))
+    with VideoReader(clip, block_size=8) as reader:
+        assert sum(b.frames for b in reader) == n == 24
+
+
+def _degraded_ffv1(tmp_path) -> bytes:
+    src = media.generate("ffv1_src.mkv", media._src("96x64", "8", 2) + media.X264)
+    out = tmp_path / "low.mkv"
+    from instantvir_cli.degrade import DegradeOptions, degrade_video
+
+    degrade_video(src, out, DegradeOptions(task="deblur"), EncodeOptions(lossless=True))
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("where,said", [("track", "track headers"), ("cluster", "element of unknown kind")])
+def test_a_damaged_matroska_header_is_caught_by_its_crc(tmp_path, where, said):
+    data = bytearray(_degraded_ffv1(tmp_path))
+    if where == "track":                   # PixelWidth (0xB0, 1 byte): the frames would decode at 97 wide
+        i = data.index(b"\xb0\x81\x60")
+        data[i + 2] += 1
+    else:                                  # the first cluster's ID: FFmpeg skips the cluster without a word
+        data[data.index(b"\x1f\x43\xb6\x75")] ^= 0x80
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputCorrupt, match=said):
+        with VideoReader(bad, block_size=8) as reader:
+            for _ in reader:
+                pass
