@@ -19,6 +19,7 @@ held while it waits for those threads, so a line logged during that wait deadloc
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
 
@@ -100,6 +101,7 @@ class FFV1Check:
 
 
 _SEGMENT, _CRC32, _CLUSTER, _TIMESTAMP = 0x18538067, 0xBF, 0x1F43B675, 0xE7
+_CRC_CHUNK = 1 << 20                 # bytes an element's CRC-32 is computed over at a time (memory stays flat)
 _NAMES = {0x114D9B74: "seek head", 0x1549A966: "segment info", 0x1654AE6B: "track headers", _CLUSTER: "cluster",
           0x1C53BB6B: "index (Cues)", 0x1254C367: "tags", 0x1043A770: "chapters", 0x1941A469: "attachments"}
 
@@ -134,6 +136,7 @@ def matroska_crc_errors(path, limit: int = 8):
     out = []
     try:
         with open(path, "rb") as f:
+            file_end = os.fstat(f.fileno()).st_size
             eid, _ = _vint(f, True)
             size, _ = _vint(f, False)
             if eid != 0x1A45DFA3 or size is None:
@@ -143,25 +146,33 @@ def matroska_crc_errors(path, limit: int = 8):
             seg_size, _ = _vint(f, False)
             if eid != _SEGMENT:
                 return out
-            seg_end = None if seg_size is None else f.tell() + seg_size
-            while seg_end is None or f.tell() < seg_end:
+            seg_end = file_end if seg_size is None else min(file_end, f.tell() + seg_size)
+            while f.tell() < seg_end:
                 start = f.tell()
                 eid, _ = _vint(f, True)
                 size, _ = _vint(f, False)
-                if size is None or size > (1 << 34):
+                if size is None or size > file_end - f.tell():      # unknown size, or past the file's end
                     return out
-                body = f.read(size)
-                if len(body) < size:
-                    return out
+                body_end = f.tell() + size
                 if eid not in _NAMES and eid not in (0xEC, _CRC32):      # not a child a segment can have
                     out.append((start, f"element of unknown kind 0x{eid:X} (a damaged ID: FFmpeg skips it)", None))
-                elif len(body) >= 6 and body[0] == _CRC32 and body[1] == 0x84:
-                    stored = int.from_bytes(body[2:6], "little")
-                    if zlib.crc32(body[6:]) != stored:
+                    f.seek(body_end)
+                    continue
+                head = f.read(min(size, 6))
+                if len(head) == 6 and head[0] == _CRC32 and head[1] == 0x84:
+                    first = f.read(min(body_end - f.tell(), _CRC_CHUNK))
+                    crc = zlib.crc32(first)
+                    while f.tell() < body_end:
+                        chunk = f.read(min(body_end - f.tell(), _CRC_CHUNK))
+                        if not chunk:
+                            return out
+                        crc = zlib.crc32(chunk, crc)
+                    if crc != int.from_bytes(head[2:6], "little"):
                         out.append((start, _NAMES.get(eid, f"element 0x{eid:X}"),
-                                    _cluster_time(body[6:]) if eid == _CLUSTER else None))
+                                    _cluster_time(first) if eid == _CLUSTER else None))
                         if len(out) >= limit:
                             return out
+                f.seek(body_end)
     except (EOFError, ValueError, OSError):
         pass
     return out

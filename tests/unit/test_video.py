@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import torch
 import media
 from instantvir_cli.errors import InputCorrupt, InputNotFound, InputUnreadable, OutputRefused, UsageError
 from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe, write_synthetic_clip
+from instantvir_cli.video.damage import matroska_crc_errors
 from instantvir_cli.video.reader import SWS_FLAGS
 
 FAST = EncodeOptions(preset="ultrafast")
@@ -558,3 +561,44 @@ def test_a_damaged_matroska_header_is_caught_by_its_crc(tmp_path, where, said):
         with VideoReader(bad, block_size=8) as reader:
             for _ in reader:
                 pass
+
+
+def _ebml(eid: bytes, body: bytes, size: bytes | None = None) -> bytes:
+    """One EBML element: ID, an 8-byte size (or `size` as given), body."""
+    return eid + (size if size is not None else bytes([0x01]) + len(body).to_bytes(7, "big")) + body
+
+
+def _mkv_with_cluster(body: bytes, crc: int | None = None, size: bytes | None = None) -> bytes:
+    crc_el = b"\xbf\x84" + (zlib.crc32(body) if crc is None else crc).to_bytes(4, "little")
+    cluster = _ebml(b"\x1f\x43\xb6\x75", crc_el + body, size)
+    return _ebml(b"\x1a\x45\xdf\xa3", b"") + _ebml(b"\x18\x53\x80\x67", cluster)
+
+
+def test_matroska_crc_walk_is_chunked_and_exact(tmp_path):
+    body = b"\xe7\x81\x2a" + bytes(range(256)) * (12 << 12)          # cluster time 42 ms, 12 MiB of payload
+    good, bad = tmp_path / "good.mkv", tmp_path / "bad.mkv"
+    good.write_bytes(_mkv_with_cluster(body))
+    damaged = bytearray(body)
+    damaged[len(body) - 5] ^= 1                                        # a byte far past the first read
+    bad.write_bytes(_mkv_with_cluster(bytes(damaged), crc=zlib.crc32(body)))
+    tracemalloc.start()
+    try:
+        assert matroska_crc_errors(good) == []
+        errors = matroska_crc_errors(bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(what, ms) for _, what, ms in errors] == [("cluster", 42)]
+    assert peak < 4 << 20                                               # not the 12 MiB element at once
+
+
+def test_matroska_size_past_the_end_reads_nothing(tmp_path):
+    # a damaged size field declaring 8 GiB: the walk stops (the reader's length checks see the rest)
+    f = tmp_path / "huge.mkv"
+    f.write_bytes(_mkv_with_cluster(b"\xe7\x81\x00" + bytes(64), size=b"\x01" + (1 << 33).to_bytes(7, "big")))
+    tracemalloc.start()
+    try:
+        assert matroska_crc_errors(f) == []
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    finally:
+        tracemalloc.stop()
