@@ -327,6 +327,24 @@ def _prepare_student(student: CausalStudent, device: str | torch.device, precisi
     return student
 
 
+def header_models(h: dict, entry: dict, path, check=None) -> tuple[VAEConfig, DiTConfig, StudentConfig]:
+    """The VAE, DiT and student configs a checked header (`check_header`) describes for task entry
+    `entry`; the models are built on the meta device (no memory) and passed to `check(vae, student)`
+    (e.g. to compare their sizes with the file's tensors). Any failure is a CheckpointError."""
+    try:
+        vae_cfg = config_from_dict(VAEConfig, h["vae"])
+        dit_cfg, student_cfg = dit_config(h["dit"]), config_from_dict(StudentConfig, entry.get("student", {}))
+        with torch.device("meta"):
+            vae, student = LeanVAE(vae_cfg), CausalStudent(dit_cfg, student_cfg)
+            if check is not None:
+                check(vae, student)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+        raise CheckpointError(f"{path}: header does not describe the models ({err})") from None
+    except VirError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    return vae_cfg, dit_cfg, student_cfg
+
+
 def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device: str = "cpu",
                      consistency_steps: int | None = None, precision: str = "auto",
                      prompt: str | None = None) -> InstantViRRestorer:
@@ -347,17 +365,9 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
         raise CheckpointError(f"{path}: no student for task {op.task!r} (it has: {', '.join(tasks) or 'none'})")
     entry = tasks[op.task]
     vae_module = entry.get("vae_module", "vae")        # a task may have fine-tuned its own VAE
-    try:
-        vae_cfg = config_from_dict(VAEConfig, h["vae"])
-        dit_cfg, student_cfg = dit_config(h["dit"]), config_from_dict(StudentConfig, entry.get("student", {}))
-        with torch.device("meta"):   # the header's sizes checked against the file's tensors before any allocation
-            check_state_dict(LeanVAE(vae_cfg).state_dict(), ckpt.state_dict(vae_module), vae_module)
-            check_state_dict(CausalStudent(dit_cfg, student_cfg).state_dict(), ckpt.state_dict(entry["module"]),
-                             entry["module"])
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
-        raise CheckpointError(f"{path}: header does not describe the models ({err})") from None
-    except VirError as err:
-        raise CheckpointError(f"{path}: {err}") from None
+    vae_cfg, dit_cfg, student_cfg = header_models(h, entry, path, lambda vae, student: (
+        check_state_dict(vae.state_dict(), ckpt.state_dict(vae_module), vae_module),
+        check_state_dict(student.state_dict(), ckpt.state_dict(entry["module"]), entry["module"])))
     vae, student = LeanVAE(vae_cfg), CausalStudent(dit_cfg, student_cfg)
     load_module_state(vae, ckpt.state_dict(vae_module), vae_module)
     load_module_state(student, ckpt.state_dict(entry["module"]), entry["module"])

@@ -288,6 +288,7 @@ def _crafted(tmp_path: Path, change) -> Path:
     (lambda h: h["dit"].update(heads=0), "dit.heads: expected an integer in [1, 128]"),
     (lambda h: h["dit"].update(dim=10**6), "dit.dim: expected an integer in [8, 8192]"),
     (lambda h: h["dit"].update(dim=96, heads=2), "shape mismatches"),       # in range, but not the file's tensors
+    (lambda h: h["dit"].update(sigma=[0]), "unknown DiTConfig keys: sigma"),  # found by the parser fuzzing
 ])
 def test_a_crafted_checkpoint_header_is_exit_8(clip_mkv24, tmp_path, change, named):
     ckpt = _crafted(tmp_path, change)

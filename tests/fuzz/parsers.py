@@ -128,13 +128,10 @@ def headers():
 
 
 def check_header(h: Any) -> str:
-    """`check_header`, then (if accepted) the configs the restorer builds from it, on the meta device."""
-    import torch
-
+    """`check_header`, then (if accepted) the models the restorer builds from it (`header_models`,
+    on the meta device), as `learned_restorer` does."""
+    from instantvir_cli.learned import header_models
     from instantvir_cli.models.checkpoint import check_header as check
-    from instantvir_cli.models.presets import config_from_dict, dit_config
-    from instantvir_cli.models.student import CausalStudent, StudentConfig
-    from instantvir_cli.models.vae import LeanVAE, VAEConfig
 
     try:
         if not isinstance(h, dict):
@@ -143,11 +140,7 @@ def check_header(h: Any) -> str:
         entry = h.get("tasks", {}).get("deblur")
         if entry is None or "vae" not in h or "dit" not in h:
             return "ok"
-        with torch.device("meta"):
-            LeanVAE(config_from_dict(VAEConfig, h["vae"]))
-            CausalStudent(dit_config(h["dit"]), config_from_dict(StudentConfig, entry.get("student", {})))
-    except (ValueError, TypeError, KeyError, ZeroDivisionError):
-        return "exit-8"              # what learned_restorer turns into CheckpointError
+        header_models(h, entry, "crafted.safetensors")
     except Exception as e:  # noqa: BLE001
         _one_line(e)
         return f"exit-{e.exit_code}"
@@ -266,6 +259,8 @@ def check_mask(m) -> str:
 
 PARSERS = {"sidecar": (sidecars, check_sidecar), "checkpoint-header": (headers, check_header),
            "config": (configs, check_config), "mask": (masks, check_mask)}
+# the documented exit code of each parser's refusals (README: sidecar 9, checkpoint 8, config 9, mask 7)
+EXIT_CODES = {"sidecar": 9, "checkpoint-header": 8, "config": 9, "mask": 7}
 
-__all__ = ["PARSERS", "check_config", "check_header", "check_mask", "check_sidecar", "configs", "headers",
+__all__ = ["EXIT_CODES", "PARSERS", "check_config", "check_header", "check_mask", "check_sidecar", "configs", "headers",
            "masks", "sidecars"]

@@ -29,6 +29,7 @@ def test_parser_refuses_in_one_line_or_accepts_what_is_in_range(name):
 
     run()
     assert seen["ok"] > 0 and sum(seen.values()) - seen["ok"] > 0, seen   # both sides were reached
+    assert set(seen) <= {"ok", f"exit-{parsers.EXIT_CODES[name]}"}, seen   # refusals carry the documented code
 
 
 def test_mutated_clips_never_pass_silently(tmp_path_factory):
