@@ -305,7 +305,7 @@ class StudentStageConfig(Optim):
     s_max: float = 0.98
     weights: str = ""                           # the student's starting weights (vir checkpoint or Wan2.1 DiT, e.g. a causal ODE-initialized one); "" = the teacher's
     critic_weights: str = ""                    # the critic's starting weights, likewise; "" = the teacher's
-    real_guidance: float = 3.5                  # text teacher: the real score is cond + g (cond - uncond) (the release's real_guidance_scale)
+    real_guidance: float = 3.5                  # text teacher: the real score is uncond + g (cond - uncond) (the release's cond + s (cond - uncond) is g = s + 1)
     prompt: str = ""                            # text student: the prompt recorded in the export (vir restore without --prompt)
     negative_prompt: str = ""                   # the teacher's unconditional prompt; "" = Wan2.1's default negative prompt
     teacher_space: str = field(default="clean", metadata=_choices("clean", "noisy"))  # with teacher.vae: clean = E_T(D_S(z_hat)) (the paper); noisy = convert z_t and x0 (the release)
