@@ -148,7 +148,10 @@ def check_config(cfg: DistillConfig) -> None:
     vae = vae_model_config(cfg.vae)
     dit = dit_model_config(cfg.teacher, vae.latent_channels)
     d = cfg.data
-    for name, side in (("data.crop", d.crop), ("data.val_size", d.val_size)):
+    (ch, cw) = d.crop_size
+    sides = (("data.crop_height" if d.crop_height else "data.crop", ch),
+             ("data.crop_width" if d.crop_width else "data.crop", cw), ("data.val_size", d.val_size))
+    for name, side in sides:
         if side % vae.space_factor or (side // vae.space_factor) % dit.patch[1]:
             raise ConfigError(f"{name}: {side} must be a multiple of the VAE's {vae.space_factor} times the "
                               f"DiT's patch {dit.patch[1]}")
