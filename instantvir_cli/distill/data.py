@@ -122,8 +122,10 @@ def check_images(names: tuple[str, ...]) -> None:
 def find_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
     """Resolve [data]: videos (paths + registry footage), photographs, and the validation split."""
     files: list[Path] = []
+    from instantvir_cli.distill.weights import resolve_path
+
     for entry in cfg.paths:
-        files += _video_files(entry)
+        files += _video_files(str(resolve_path(entry, "data.paths")))
     if cfg.footage:
         from instantvir_cli.footage import fetch_clips
 
