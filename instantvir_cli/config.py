@@ -125,6 +125,8 @@ class DataConfig:
     val_clips: tuple[str, ...] = ("carphone_pristine",)  # clip names (file stems) never used in training
     frames: int = 9                             # window length T = 1 + 4k
     crop: int = 64                              # square crop side (a multiple of 8)
+    crop_height: int = 0                        # a non-square crop's height (0 = crop), e.g. 480
+    crop_width: int = 0                         # a non-square crop's width (0 = crop), e.g. 832
     min_scale: float = 0.25                     # frames are resized by a log-uniform factor in [min_scale, 1] (at least to the crop) before cropping
     hflip: bool = True                          # random horizontal flips
     motion: float = 1.5                         # animated photographs: max camera pan in pixels per frame (zoom and roll scale with it)
@@ -141,6 +143,11 @@ class DataConfig:
             _within(self, name, 1, L.WINDOW_FRAMES_MAX)
         for name in ("crop", "val_size"):
             _within(self, name, 8, L.CROP_MAX)
+        for name in ("crop_height", "crop_width"):
+            if getattr(self, name):
+                _within(self, name, 8, L.CROP_MAX)
+                if getattr(self, name) % 8:
+                    raise ValueError(f"{name} must be a multiple of 8, got {getattr(self, name)}")
         _within(self, "workers", 0, L.WORKERS_MAX)
         _within(self, "motion", 0.0, 1000.0)
         if self.frames % 4 != 1 or self.val_frames % 4 != 1:
@@ -151,6 +158,11 @@ class DataConfig:
             raise ValueError(f"image_share must be in [0, 1], got {self.image_share}")
         if not 0.0 < self.min_scale <= 1.0:
             raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """(H, W) of a training window: crop_height x crop_width, each defaulting to `crop`."""
+        return self.crop_height or self.crop, self.crop_width or self.crop
 
 
 @dataclass(frozen=True)
@@ -305,7 +317,7 @@ class StudentStageConfig(Optim):
     s_max: float = 0.98
     weights: str = ""                           # the student's starting weights (vir checkpoint or Wan2.1 DiT, e.g. a causal ODE-initialized one); "" = the teacher's
     critic_weights: str = ""                    # the critic's starting weights, likewise; "" = the teacher's
-    real_guidance: float = 3.5                  # text teacher: the real score is cond + g (cond - uncond) (the release's real_guidance_scale)
+    real_guidance: float = 3.5                  # text teacher: the real score is uncond + g (cond - uncond) (the release's cond + s (cond - uncond) is g = s + 1)
     prompt: str = ""                            # text student: the prompt recorded in the export (vir restore without --prompt)
     negative_prompt: str = ""                   # the teacher's unconditional prompt; "" = Wan2.1's default negative prompt
     teacher_space: str = field(default="clean", metadata=_choices("clean", "noisy"))  # with teacher.vae: clean = E_T(D_S(z_hat)) (the paper); noisy = convert z_t and x0 (the release)

@@ -19,6 +19,8 @@ EPILOG = """Examples:
 
   vir distill --config configs/tiny.toml --dry-run          (print the effective config)
 
+  vir distill --config configs/wan2.1-1.3b-sr4x.toml --dry-run --json --world 8
+
   torchrun --nproc-per-node 2 -m instantvir_cli distill --config configs/small.toml --out runs/small
 
   vir distill --config configs/small.toml --out runs/small --resume
@@ -100,7 +102,12 @@ def distill(
         Optional[int], typer.Option("--max-steps", min=0, help="Stop each stage after this many steps.")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective config and stop.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective config, check the weight files "
+                                          "that exist (keys, shapes) and stop.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print every model (built on the meta "
+                                          "device), missing weight files and the memory per GPU as JSON.")] = False,
+    world: Annotated[Optional[int], typer.Option("--world", min=1, max=4096, help="With --dry-run: the number of "
+                                                 "GPUs to estimate memory for (default: $WORLD_SIZE or 1).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Distill InstantViR: VAE -> teacher (flow matching) -> causal one-step students (DMD + measurement).
@@ -113,8 +120,18 @@ def distill(
 
         cfg = effective_config(config, out)
         if dry_run:
-            out_console.print(to_toml(cfg), end="", markup=False, highlight=False)
+            from instantvir_cli.distill.plan import plan_run, to_json
+
+            plan = plan_run(cfg, world)
+            if as_json:
+                sys.stdout.write(to_json({"config": str(config), **plan}) + "\n")
+            else:
+                out_console.print(to_toml(cfg), end="", markup=False, highlight=False)
+                for m in plan["missing"]:
+                    err_console.print(f"missing: {m['key']}: {m['path']} ({m['why']})", markup=False, highlight=False)
             return
+        if as_json or world is not None:
+            raise typer.BadParameter("--json and --world go with --dry-run")
         with DistillProgress(progress) as bar:
             result = run_distill(cfg, max_steps=max_steps, resume=resume, on_event=bar)
     if not STATE.quiet and int(os.environ.get("RANK", "0")) == 0:

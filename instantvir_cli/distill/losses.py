@@ -230,10 +230,10 @@ class DMD:
 
 
 def guided(net, context: Tensor, negative: Tensor, g: float) -> Net:
-    """The guided velocity of a text DiT as the public release forms its real score:
-    v_c + g (v_c - v_u), i.e. classifier-free guidance at scale 1 + g (`DiT.forward_with_cfg`),
-    with v_c given `context` (B, Lc, text_dim) and v_u the negative prompt's (1, Lc, text_dim)."""
-    return lambda z, t: net.forward_with_cfg(z, t, context, negative, 1.0 + g)
+    """The guided velocity of a text DiT, the DMD real score: v_u + g (v_c - v_u) (classifier-free
+    guidance at scale g, `DiT.forward_with_cfg`), v_c given `context` (B, Lc, text_dim), v_u the
+    negative prompt's (1, Lc, text_dim). The public release's v_c + s (v_c - v_u) is g = s + 1."""
+    return lambda z, t: net.forward_with_cfg(z, t, context, negative, g)
 
 
 def conditioned(net, context: Tensor | None) -> Net:

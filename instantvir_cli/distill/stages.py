@@ -545,7 +545,7 @@ class StudentStage(Stage):
         if not self.ctx.env.main:
             return None
         if self.operator_record is None:   # no step ran (steps = 0): record the operator's spec
-            H = W = self.ctx.cfg.data.crop
+            H, W = self.ctx.cfg.data.crop_size
             self.operator_record = BatchOperator.build(self.task, self.options, H, W, torch.zeros(1)).op.to_dict()
         header = {"student": dataclasses.asdict(self.student_config), "operator": self.operator_record,
                   **self.spec.to_entry(), "dit": dataclasses.asdict(self.teacher.config),

@@ -53,6 +53,7 @@ from instantvir_cli.distill.data import (
     make_loader,
 )
 from instantvir_cli.distill.captions import RunText, find_captions
+from instantvir_cli.distill.plan import check_weight_files
 from instantvir_cli.distill.weights import artifact_identity, check_weight_paths, config_value, resolve_path
 from instantvir_cli.distill.dist import (
     DistEnv,
@@ -148,7 +149,10 @@ def check_config(cfg: DistillConfig) -> None:
     vae = vae_model_config(cfg.vae)
     dit = dit_model_config(cfg.teacher, vae.latent_channels)
     d = cfg.data
-    for name, side in (("data.crop", d.crop), ("data.val_size", d.val_size)):
+    (ch, cw) = d.crop_size
+    sides = (("data.crop_height" if d.crop_height else "data.crop", ch),
+             ("data.crop_width" if d.crop_width else "data.crop", cw), ("data.val_size", d.val_size))
+    for name, side in sides:
         if side % vae.space_factor or (side // vae.space_factor) % dit.patch[1]:
             raise ConfigError(f"{name}: {side} must be a multiple of the VAE's {vae.space_factor} times the "
                               f"DiT's patch {dit.patch[1]}")
@@ -494,7 +498,8 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
         torch.set_num_threads(cfg.run.threads)
     if cfg.run.precision == "bf16" and env.device.type == "cpu":
         emit(Event("info", message="run.precision = 'bf16' is for CUDA; on the CPU the run stays in fp32"))
-    check_weight_paths(cfg)              # a missing weight file stops the run before anything is written
+    check_weight_paths(cfg)              # a missing weight file stops the run before anything is written,
+    check_weight_files(cfg)              # ... and so do a wrong layout or shape, no tokenizer, a long prompt
     made = [p for p in [out, *out.parents] if not p.exists()]      # folders this start creates
     lock = None
     if env.main:

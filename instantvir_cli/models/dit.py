@@ -285,8 +285,9 @@ class DiT(nn.Module):
     ) -> Tensor:
         """Classifier-free guidance: v_u + guidance * (v_c - v_u), both halves in one batch.
 
-        `guidance` is the usual scale (Wan: 5-6; guidance 1 = conditional only). The DMD
-        form `cond + g (cond - uncond)` of CausVid/InstantViR's code is guidance = 1 + g.
+        `guidance` is the usual scale (Wan: 5-6; guidance 1 = conditional only; the DMD real
+        score's `real_guidance`). The form `cond + s (cond - uncond)` of CausVid/InstantViR's code
+        is guidance = 1 + s.
         `null_context` is the negative / empty prompt's embedding, shaped like `context`
         (or (1, Lc, text_dim), broadcast over the batch).
         """

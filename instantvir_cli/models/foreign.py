@@ -92,6 +92,64 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     raise CheckpointError(f"{path}: unknown weights format {path.suffix!r} (use .safetensors, .pt, .pth, .ckpt)")
 
 
+def _meta_safetensors(files: list[Path]) -> dict[str, Tensor]:
+    from safetensors import safe_open
+
+    out: dict[str, Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():
+                sl = st.get_slice(k)
+                dtype = getattr(torch, {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                                        "I32": "int32", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+                                        "F64": "float64"}.get(sl.get_dtype(), "float32"))
+                out[k] = torch.empty(sl.get_shape(), dtype=dtype, device="meta")
+    return out
+
+
+def meta_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """Like `load_state_dict_file`, but meta tensors: keys, shapes and dtypes, no data read.
+
+    safetensors headers only; pickles through `torch.load(mmap=True, weights_only=True)` (pages are
+    never touched), or a full read for the legacy pickle format that cannot be mapped.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.safetensors"))
+        if len(found) != 1:
+            raise CheckpointError(f"{path}: expected one *.safetensors or *.safetensors.index.json, found {len(found)}")
+        path = found[0]
+    check_file(path)
+    try:
+        if path.name.endswith(".index.json"):
+            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+            return _meta_safetensors([path.parent / s for s in shards])
+        if path.suffix == ".safetensors":
+            return _meta_safetensors([path])
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{path}: cannot read weights ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    if path.suffix not in FOREIGN_SUFFIXES:
+        raise CheckpointError(f"{path}: unknown weights format {path.suffix!r} (use .safetensors, .pt, .pth, .ckpt)")
+    obj = load_pickle(path)
+    return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in _unwrap(obj, path).items()}
+
+
+def load_pickle(path: Path) -> Any:
+    """`torch.load(weights_only=True)` of a file, memory-mapped where its format allows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - legacy format (not mappable) or refused: read it whole
+            pass
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise refused_pickle(path, err) from None
+
+
 def read_config_json(folder: Path, expected: str) -> tuple[Path, dict[str, Any]]:
     """(path, contents) of `folder/config.json`, the config of a transformers or diffusers folder;
     CheckpointError when it is missing (`expected` says what folder was wanted) or unreadable."""
@@ -104,4 +162,5 @@ def read_config_json(folder: Path, expected: str) -> tuple[Path, dict[str, Any]]
         raise CheckpointError(f"{cfg_file}: unreadable ({err})") from None
 
 
-__all__ = ["FOREIGN_SUFFIXES", "check_file", "load_state_dict_file", "read_config_json", "refused_pickle"]
+__all__ = ["FOREIGN_SUFFIXES", "check_file", "load_pickle", "load_state_dict_file", "meta_state_dict_file", "read_config_json",
+           "refused_pickle"]

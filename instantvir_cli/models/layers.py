@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .block_attention import BlockCausal, block_causal_attention
+
 #################################################################################
 #                              adaLN modulation                                  #
 #################################################################################
@@ -156,18 +158,22 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 #################################################################################
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | BlockCausal | None = None) -> Tensor:
     """Softmax attention with scale 1/sqrt(hd).
 
     Args:
         q: (B, Lq, nh, hd); k, v: (B, Lk, nh, hd).
-        mask: optional (Lq, Lk) bool, True = may attend.
+        mask: optional (Lq, Lk) bool, True = may attend, or a `BlockCausal` description
+            (Lq = Lk = L; run without an L x L tensor, see `block_attention.py`).
     Returns:
         (B, Lq, nh * hd).
     """
     B, Lq, nh, hd = q.shape
     q, k, v = (a.transpose(1, 2) for a in (q, k, v))                   # (B, nh, L, hd)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)        # (B, nh, Lq, hd)
+    if isinstance(mask, BlockCausal):
+        o = block_causal_attention(q, k, v, mask)                      # (B, nh, L, hd)
+    else:
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)    # (B, nh, Lq, hd)
     return o.transpose(1, 2).reshape(B, Lq, nh * hd)                   # (B, Lq, D)
 
 
@@ -215,7 +221,7 @@ class SelfAttention(_Projections):
             x: (B, L, D).
             rope_q: (cos, sin) each (L, hd/2) for the queries.
             rope_k: (cos, sin) each (Lk, hd/2) for the keys; defaults to rope_q.
-            mask: optional (L, Lk) bool, True = may attend.
+            mask: optional (L, Lk) bool, True = may attend, or a `BlockCausal`.
             cache: optional object with `extend(k, v) -> (k_all, v_all)` that prepends cached
                 un-rotated keys/values (B, Lk - L, nh, hd) and records the new ones.
         Returns:

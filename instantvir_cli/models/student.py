@@ -5,9 +5,10 @@ InstantViR (arXiv 2511.14208) restores a degraded latent in ONE pass:
     z_hat = z_in - s* v(z_in, t* = 1000 s*, text)          s* = 0.522 (t* = 522), no noise added
 
 Attention is bidirectional inside a block of `block_frames` latent frames (3) and causal
-across blocks. Training runs the whole clip with a block-causal mask (`forward`, `restore`);
-inference streams one block at a time (`step`) against a `KVCache` written by the same single
-pass (no re-run on the output, unlike CausVid).
+across blocks. Training runs the whole clip with a block-causal mask (`forward`, `restore`),
+described rather than built (`BlockCausal`: FlexAttention on CUDA, one SDPA per query block
+otherwise; no L x L tensor); inference streams one block at a time (`step`) against a `KVCache`,
+a preallocated ring written by the same single pass (no re-run on the output, unlike CausVid).
 
 Rolling window and RoPE positions. The cache keeps the last `cache_blocks` blocks, so a block
 attends to itself and at most `cache_blocks` earlier blocks: memory is flat for any video
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .block_attention import BlockCausal
 from .dit import DiT, DiTConfig
 
 
@@ -62,43 +64,54 @@ def block_causal_mask(
     """(L, L) bool mask, True = may attend: query block q sees key blocks q - window .. q.
 
     Blocks are `block_frames` consecutive frames counted from frame 0 (the last may be short);
-    `window_blocks` None = every earlier block.
+    `window_blocks` None = every earlier block. The dense reference of `BlockCausal`.
     """
-    blk = torch.arange(frames, device=device) // block_frames
-    blk = blk.repeat_interleave(tokens_per_frame)                      # (L,)
-    q, k = blk[:, None], blk[None, :]                                  # (L, 1), (1, L)
-    mask = k <= q
-    if window_blocks is not None:
-        mask &= k >= q - window_blocks
-    return mask                                                        # (L, L)
+    return BlockCausal(frames, tokens_per_frame, block_frames, window_blocks).dense(device)
 
 
 @dataclass
 class KVCache:
-    """Streaming state of the student: per-layer self-attention keys/values of earlier blocks.
+    """Streaming state of the student: per-layer self-attention keys/values in preallocated rings.
 
-    k[i], v[i]: (B, Lc, nh, hd) for layer i, keys un-rotated (see the module docstring), or
-    None before the first block. `block_frames` lists the frames of each cached block, oldest
-    first; `frame_offset` counts every frame streamed so far. `cross` holds the per-layer text
-    keys/values, computed on the first step (the text must stay the same for a stream; call
-    `reset_text()` to change it).
+    k[i], v[i]: (B, S * Lblk, nh, hd) for layer i, S block slots of Lblk = block_size *
+    tokens_per_frame tokens, keys un-rotated (see the module docstring), allocated on the first
+    step (None before). S = cache_blocks + 1: the cached blocks plus the block being restored,
+    which is written into the slot after the newest (the oldest's, once the window is full) and
+    attends to the ring in place: no concatenation, no copy per block. `slots` and
+    `block_frames` list the ring slot and frames of each cached block, oldest first; until the
+    ring wraps, slots are in time order and the keys are its prefix. cache_blocks None: nothing
+    is dropped and the ring doubles when full. `frame_offset` counts every frame streamed so far.
+    `cross` holds the per-layer text keys/values, computed on the first step (the text must stay
+    the same for a stream; call `reset_text()` to change it).
     """
 
     cache_blocks: int | None
+    block_size: int
     k: list[Tensor | None]
     v: list[Tensor | None]
     block_frames: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
     tokens_per_frame: int = 0
     frame_offset: int = 0
     cross: list[tuple[Tensor, Tensor]] | None = None
+    _write: int = 0                                    # the current step's slot
+    _tokens: int = 0                                   # the current step's tokens
 
     @classmethod
-    def empty(cls, depth: int, cache_blocks: int | None) -> KVCache:
-        return cls(cache_blocks, [None] * depth, [None] * depth)
+    def empty(cls, depth: int, cache_blocks: int | None, block_size: int = 3) -> KVCache:
+        return cls(cache_blocks, block_size, [None] * depth, [None] * depth)
 
     @property
     def cached_frames(self) -> int:
         return sum(self.block_frames)
+
+    @property
+    def n_slots(self) -> int:
+        """Slots of a bounded ring; an unbounded one's current size."""
+        if self.cache_blocks is not None:
+            return self.cache_blocks + 1
+        ring = next((t for t in self.k if t is not None), None)
+        return 0 if ring is None else ring.shape[1] // (self.block_size * self.tokens_per_frame)
 
     def nbytes(self) -> int:
         """Bytes held by the cached tensors (their whole storages, views included)."""
@@ -110,32 +123,73 @@ class KVCache:
     def reset_text(self) -> None:
         self.cross = None
 
-    def layer(self, i: int, drop_tokens: int) -> _LayerCache:
-        return _LayerCache(self, i, drop_tokens)
+    def begin(self, frames: int, tokens_per_frame: int) -> tuple[Tensor | None, Tensor | None]:
+        """Plan a step of `frames` frames: the slot it writes, and how its keys are laid out.
+
+        Returns (key_index, key_valid): key_index (Lk,) long maps each key of the ring's prefix
+        in use to its token in time order (None: the prefix is in time order already);
+        key_valid (Lk,) bool marks the tokens a short block leaves stale in its slot (None: all
+        valid).
+        """
+        self.tokens_per_frame = tokens_per_frame
+        bt = self.block_size * tokens_per_frame
+        if self.cache_blocks is None:
+            write = len(self.slots)
+        else:
+            write = (self.slots[-1] + 1) % self.n_slots if self.slots else 0
+        self._write, self._tokens = write, frames * tokens_per_frame
+        order = self.slots + [write]                                   # time order
+        used = max([(s + 1) * bt for s in self.slots] + [write * bt + self._tokens])
+        if order == list(range(len(order))):
+            return None, None
+        index = torch.zeros(used, dtype=torch.long)
+        valid = torch.zeros(used, dtype=torch.bool)
+        for rank, slot in enumerate(order):
+            n = self._tokens if slot == write else bt
+            index[slot * bt: slot * bt + n] = torch.arange(rank * bt, rank * bt + n)
+            valid[slot * bt: slot * bt + n] = True
+        return index, (None if bool(valid.all()) else valid)
+
+    def layer(self, i: int) -> _LayerCache:
+        return _LayerCache(self, i)
+
+    def commit(self, frames: int) -> None:
+        """End the step: the block joins the cache, the oldest beyond the window leaves it."""
+        self.slots.append(self._write)
+        self.block_frames.append(frames)
+        if self.cache_blocks is not None:
+            while len(self.slots) > self.cache_blocks:
+                self.slots.pop(0)
+                self.block_frames.pop(0)
+        self.frame_offset += frames
 
 
 @dataclass
 class _LayerCache:
-    """One layer's view of a KVCache during a step: prepends the cache, stores the new window."""
+    """One layer's view of a KVCache during a step: writes the block into its slot in the ring."""
 
     cache: KVCache
     i: int
-    drop: int                                          # oldest tokens to forget after this step
 
     def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """k, v (B, Lb, nh, hd) of the current block -> cached + current, (B, Lk, nh, hd)."""
+        """k, v (B, Lb, nh, hd) of the current block -> the ring's prefix in use, (B, Lk, nh, hd)."""
         c = self.cache
-        old_k, old_v = c.k[self.i], c.v[self.i]
-        k_all = k if old_k is None else torch.cat([old_k, k], dim=1)  # (B, Lk, nh, hd)
-        v_all = v if old_v is None else torch.cat([old_v, v], dim=1)  # (B, Lk, nh, hd)
-        if self.drop >= k_all.shape[1]:
-            c.k[self.i] = c.v[self.i] = None
-        elif self.drop:
-            # clone so the dropped tokens' storage is freed (a slice would keep it alive)
-            c.k[self.i], c.v[self.i] = k_all[:, self.drop:].clone(), v_all[:, self.drop:].clone()
-        else:
-            c.k[self.i], c.v[self.i] = k_all, v_all
-        return k_all, v_all
+        bt = c.block_size * c.tokens_per_frame
+        start = c._write * bt
+        ring_k, ring_v = c.k[self.i], c.v[self.i]
+        need = (c._write + 1) * bt
+        if ring_k is None or ring_k.shape[1] < need:
+            slots = c.cache_blocks + 1 if c.cache_blocks is not None else max(4, 2 * (c._write + 1))
+            shape = (k.shape[0], slots * bt) + tuple(k.shape[2:])
+            new_k, new_v = k.new_empty(shape), v.new_empty(shape)
+            if ring_k is not None:                                     # unbounded: grow, keep the prefix
+                new_k[:, :ring_k.shape[1]] = ring_k
+                new_v[:, :ring_v.shape[1]] = ring_v
+            ring_k, ring_v = c.k[self.i], c.v[self.i] = new_k, new_v
+        ring_k[:, start:start + k.shape[1]] = k
+        ring_v[:, start:start + v.shape[1]] = v
+        used = max([(s + 1) * bt for s in c.slots] + [start + k.shape[1]])
+        return ring_k[:, :used], ring_v[:, :used]                      # (B, Lk, nh, hd)
 
 
 class CausalStudent(DiT):
@@ -161,9 +215,10 @@ class CausalStudent(DiT):
         return self.student_config.t_star
 
     # ------------------------------------------------------------ full clip
-    def block_mask(self, frames: int, tokens_per_frame: int, device=None) -> Tensor:
+    def block_mask(self, frames: int, tokens_per_frame: int) -> BlockCausal:
+        """The training mask of a clip, described (`block_attention.py`; `.dense()` builds it)."""
         sc = self.student_config
-        return block_causal_mask(frames, tokens_per_frame, sc.block_frames, sc.cache_blocks, device)
+        return BlockCausal(frames, tokens_per_frame, sc.block_frames, sc.cache_blocks)
 
     def forward(self, z: Tensor, t: Tensor | float, context: Tensor | None = None, frame_start: int = 0) -> Tensor:
         """Velocity of a whole clip under the block-causal (windowed) mask (training).
@@ -178,7 +233,7 @@ class CausalStudent(DiT):
         """
         _, ph, pw = self.config.patch
         T, h, w = z.shape[2:]
-        mask = self.block_mask(T, (h // ph) * (w // pw), z.device)
+        mask = self.block_mask(T, (h // ph) * (w // pw))               # no (L, L) tensor
         return super().forward(z, t, context, frame_start, mask)
 
     def restore(self, z_in: Tensor, context: Tensor | None = None) -> Tensor:
@@ -187,7 +242,8 @@ class CausalStudent(DiT):
 
     # ------------------------------------------------------------- streaming
     def new_cache(self) -> KVCache:
-        return KVCache.empty(self.config.depth, self.student_config.cache_blocks)
+        sc = self.student_config
+        return KVCache.empty(self.config.depth, sc.cache_blocks, sc.block_frames)
 
     def step_velocity(
         self,
@@ -222,17 +278,15 @@ class CausalStudent(DiT):
             self.embed_text(context)                                   # raises: no cross-attention
 
         Fc, hw = cache.cached_frames, h * w
-        cos, sin = self.rope((Fc + Fb, h, w), 0)                       # (Lk, hd/2), window-relative
+        cos, sin = self.rope((Fc + Fb, h, w), 0)                       # (Fc+Fb)hw x hd/2, window-relative, time order
         rope_q = (cos[Fc * hw:], sin[Fc * hw:])                        # (Lb, hd/2)
-        frames_after = cache.block_frames + [Fb]
-        n_drop = 0 if sc.cache_blocks is None else max(0, len(frames_after) - sc.cache_blocks)
-        drop = sum(frames_after[:n_drop]) * hw
+        index, valid = cache.begin(Fb, hw)
+        rope_k = (cos, sin) if index is None else (cos[index.to(cos.device)], sin[index.to(cos.device)])  # (Lk, hd/2), ring order
+        mask = None if valid is None else valid.to(x.device).expand(x.shape[1], -1)  # (Lb, Lk): a short block's stale slot tail
         for i, blk in enumerate(self.blocks):
             kv = cache.cross[i] if cache.cross is not None else None
-            x = blk(x, e0, rope_q, (cos, sin), cross_kv=kv, cache=cache.layer(i, drop))
-        cache.block_frames = frames_after[n_drop:]
-        cache.tokens_per_frame = hw
-        cache.frame_offset += Fb
+            x = blk(x, e0, rope_q, rope_k, cross_kv=kv, mask=mask, cache=cache.layer(i))
+        cache.commit(Fb)
         return self.unpatchify(self.final(x, e), (Fb, h, w))           # (B, C, Tb, h, w)
 
     def step(self, z_block: Tensor, cache: KVCache, context: Tensor | None = None) -> Tensor:

@@ -133,3 +133,18 @@ def test_validation_clip(clips):
     with pytest.raises(ConfigError, match="fewer than data.val_frames = 25"):
         load_val_clip(src, 25, 32)
     assert dataclasses.is_dataclass(src)
+
+
+def test_non_square_crops(clips):
+    cfg = data_cfg(clips, crop_height=40, crop_width=64)
+    assert cfg.crop_size == (40, 64) and data_cfg(clips).crop_size == (32, 32)
+    ds = WindowDataset(find_sources(cfg).train_videos, find_sources(cfg).train_images, cfg, 0, "train")
+    shapes = {tuple(ds[i]["x"].shape) for i in range(6)}             # videos and animated photographs
+    assert shapes == {(3, 5, 40, 64)}
+    img = load_image("astronaut")
+    a = animate(img, torch.Generator().manual_seed(3), 9, 32, 0.25, 3.0)
+    assert torch.equal(a, animate(img, torch.Generator().manual_seed(3), 9, (32, 32), 0.25, 3.0))  # one side = square
+    for bad, msg in ((dict(crop_height=44), "crop_height must be a multiple of 8"),
+                     (dict(crop_width=4), "crop_width"), (dict(crop_width=4096), "crop_width")):
+        with pytest.raises(ValueError, match=msg):
+            data_cfg(clips, **bad)

@@ -159,15 +159,72 @@ def test_rope_positions_stay_bounded_and_results_are_shift_invariant():
 def test_cache_memory_is_flat_over_50_blocks():
     s = student(cache_blocks=2)
     cache = s.new_cache()
-    sizes = []
+    sizes, ptrs = [], set()
     with torch.no_grad():
         for _ in range(50):
             s.step(torch.randn(1, 4, 3, 4, 4), cache)
             sizes.append(cache.nbytes())
-    # layers x (k, v) x 2 blocks x 3 frames x 4 tokens x D x 4 bytes
-    expected = TINY.depth * 2 * (2 * 3 * 4) * TINY.dim * 4
-    assert sizes[0] == expected // 2 and sizes[1:] == [expected] * 49
+            ptrs.add(cache.k[0].data_ptr())
+    # a preallocated ring: layers x (k, v) x (2 + 1) slots x 3 frames x 4 tokens x D x 4 bytes
+    expected = TINY.depth * 2 * (3 * 3 * 4) * TINY.dim * 4
+    assert sizes == [expected] * 50 and len(ptrs) == 1                   # allocated once, never replaced
     assert cache.frame_offset == 150 and cache.block_frames == [3, 3]
+
+
+class CatCache(KVCache):
+    """The concatenating cache the ring replaced: torch.cat of the whole cache every block."""
+
+    def begin(self, frames, tokens_per_frame):
+        self.tokens_per_frame, self._tokens = tokens_per_frame, frames * tokens_per_frame
+        return None, None
+
+    def layer(self, i):
+        cache = self
+
+        class _Layer:
+            def extend(self, k, v):
+                if cache.k[i] is not None:
+                    k, v = torch.cat([cache.k[i], k], 1), torch.cat([cache.v[i], v], 1)
+                cache.k[i], cache.v[i] = k, v
+                return k, v
+
+        return _Layer()
+
+    def commit(self, frames):
+        after = self.block_frames + [frames]
+        n_drop = 0 if self.cache_blocks is None else max(0, len(after) - self.cache_blocks)
+        drop = sum(after[:n_drop]) * self.tokens_per_frame
+        self.k = [k[:, drop:].clone() for k in self.k]
+        self.v = [v[:, drop:].clone() for v in self.v]
+        self.block_frames = after[n_drop:]
+        self.frame_offset += frames
+
+
+@pytest.mark.parametrize("cache_blocks,frames", [(2, 3 * 9), (2, 3 * 9 + 2), (3, 3 * 11 + 1), (0, 12), (None, 3 * 9 + 1)])
+def test_ring_cache_equals_the_concatenating_cache(cache_blocks, frames):
+    """Over more blocks than the ring holds (it wraps several times), with a short last block."""
+    s = student(cache_blocks=cache_blocks)
+    z = torch.randn(2, 4, frames, 4, 4)
+    cat = CatCache.empty(TINY.depth, cache_blocks, 3)
+    with torch.no_grad():
+        ring_out, ring = stream(s, z)
+        cat_out, _ = stream(s, z, cache=cat)
+        full = s.restore(z)
+    diff = (ring_out - cat_out).abs().max().item()
+    assert diff < 1e-5, diff
+    torch.testing.assert_close(ring_out, full, atol=1e-5, rtol=1e-5)
+    assert ring.block_frames == cat.block_frames and ring.frame_offset == frames
+    if cache_blocks is not None:
+        assert ring.k[0].shape[1] == (cache_blocks + 1) * 3 * 4          # fixed capacity
+
+
+def test_ring_cache_before_it_wraps_is_bit_identical_to_concatenation():
+    s = student(cache_blocks=6)
+    z = torch.randn(1, 4, 3 * 7, 4, 6)                                   # 7 blocks: fills the ring, no wrap
+    with torch.no_grad():
+        a, _ = stream(s, z)
+        b, _ = stream(s, z, cache=CatCache.empty(TINY.depth, 6, 3))
+    assert torch.equal(a, b)
 
 
 def test_step_rejects_bad_blocks():

@@ -118,7 +118,8 @@ def test_guidance_and_teacher_space(clips, foreign, wan_env, tmp_path):
     n = stage.negative
     with torch.no_grad():
         v_c = teacher(z, t, c)
-        assert torch.allclose(guided(teacher, c, n, 0.0)(z, t), v_c, atol=1e-5)       # g = 0: the conditional
+        assert torch.allclose(guided(teacher, c, n, 1.0)(z, t), v_c, atol=1e-5)       # g = 1: the conditional
+        assert torch.allclose(guided(teacher, c, n, 0.0)(z, t), teacher(z, t, n), atol=1e-5)  # g = 0: the negative
         assert torch.allclose(guided(teacher, c, c, 3.5)(z, t), v_c, atol=1e-5)       # same prompts: no guidance
         assert not torch.allclose(guided(teacher, c, n, 3.5)(z, t), v_c, atol=1e-3)   # the negative prompt pushes
     assert stage.negative.shape == (1, 512, TEXT_DIM)
@@ -134,6 +135,33 @@ def test_guidance_and_teacher_space(clips, foreign, wan_env, tmp_path):
     assert convert is not None and stage.prior_space(z_hat) is z_hat
     loss, _ = DMD()(z_hat, real, fake, torch.tensor([7]), None, convert)
     assert torch.isfinite(loss).all() and float(loss.detach()) > 0
+
+
+class _Toy(torch.nn.Module):
+    """v(z, t, ctx) = z * ctx[:, 0, 0] + t / 1000 + ctx[:, 0, 1]: distinct cond and uncond outputs."""
+
+    forward_with_cfg = DiT.forward_with_cfg
+
+    def forward(self, z, t, ctx):
+        k = ctx[:, 0, 0].view(-1, 1, 1, 1, 1)
+        b = ctx[:, 0, 1].view(-1, 1, 1, 1, 1)
+        return z * k + torch.as_tensor(t).view(-1, 1, 1, 1, 1) / 1000 + b
+
+
+def test_guidance_is_uncond_plus_g_cond_minus_uncond():
+    net = _Toy()
+    z = torch.randn(2, 4, 2, 3, 3)
+    t = torch.tensor([300.0, 700.0])
+    c = torch.tensor([[[2.0, 0.5]], [[-1.0, 0.25]]])                 # (B, Lc, text_dim)
+    n = torch.tensor([[[0.5, -0.3]]])                                 # (1, Lc, text_dim)
+    v_c = z * c[:, 0, 0].view(-1, 1, 1, 1, 1) + t.view(-1, 1, 1, 1, 1) / 1000 + c[:, 0, 1].view(-1, 1, 1, 1, 1)
+    v_u = z * 0.5 + t.view(-1, 1, 1, 1, 1) / 1000 - 0.3
+    assert not torch.allclose(v_c, v_u)
+    for g in (0.0, 1.0, 3.5):
+        assert torch.allclose(guided(net, c, n, g)(z, t), v_u + g * (v_c - v_u), atol=1e-6)
+    # the release's cond + s (cond - uncond) is real_guidance = s + 1
+    assert torch.allclose(guided(net, c, n, 4.5)(z, t), v_c + 3.5 * (v_c - v_u), atol=1e-5)
+    assert not torch.allclose(guided(net, c, n, 3.5)(z, t), v_c + 3.5 * (v_c - v_u), atol=1e-3)
 
 
 def test_bad_weights_are_one_error_before_anything_is_written(clips, foreign, wan_env, tmp_path, monkeypatch):
