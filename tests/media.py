@@ -69,7 +69,7 @@ def generate(name: str, args: list[str], *, inputs: dict[str, str] | None = None
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
     cmd += [a.replace("{dir}", str(folder)) for a in args]
     fmt = Path(name).suffix.lstrip(".")
-    cmd += ["-f", {"mkv": "matroska", "m4a": "mp4"}.get(fmt, fmt), str(tmp)]
+    cmd += ["-f", {"mkv": "matroska", "m4a": "mp4", "ts": "mpegts", "m2ts": "mpegts"}.get(fmt, fmt), str(tmp)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         tmp.unlink(missing_ok=True)

@@ -9,7 +9,9 @@ Signs of damage, each tied to a frame:
   e.g. H.264 macroblocks it could not decode);
 - an FFV1 slice whose CRC does not match (`FFV1Check`; `vir degrade` writes FFV1 with slice CRCs);
 - a Matroska element whose CRC-32 does not match (`matroska_crc_errors`: FFmpeg's muxer gives
-  every top-level element, the track headers and every cluster, one; FFmpeg's demuxer ignores them).
+  every top-level element, the track headers and every cluster, one; FFmpeg's demuxer ignores them);
+- an MPEG-TS file whose packets lose their sync byte or that ends inside a packet
+  (`mpegts_sync_errors`: FFmpeg's demuxer resynchronizes without a word).
 
 FFmpeg's own log lines ("slice CRC mismatch", "error while decoding MB") are not used: PyAV's log
 callback takes the GIL in FFmpeg's decoder threads, and PyAV frees a codec context with the GIL
@@ -178,6 +180,39 @@ def matroska_crc_errors(path, limit: int = 8):
     return out
 
 
+TS_PACKET_SIZES = (188, 192, 204)      # plain, M2TS (4-byte timestamp first), with Reed-Solomon parity
+TS_SYNC = 0x47
+
+
+def mpegts_sync_errors(path) -> tuple[int, int, str] | None:
+    """Where an MPEG-TS file stops being a whole number of packets: (byte offset, packets
+    damaged, what), or None when every packet starts with the sync byte and the file ends on a
+    packet's boundary. A file whose packet size can't be found (not TS) gives None."""
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            return None                                               # a pipe or URL: no file to walk
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError):
+        return None
+    n = data.size
+    for size in TS_PACKET_SIZES:
+        sync = 4 if size == 192 else 0
+        starts = data[sync: sync + size * 8: size]
+        if n >= size * 2 and starts.size >= 2 and (starts == TS_SYNC).all():
+            break
+    else:
+        return None
+    marks = data[sync::size]                                          # one byte a packet, a strided view
+    bad = np.flatnonzero(marks != TS_SYNC)
+    whole = (n // size) * size
+    if bad.size and bad[0] * size < whole:
+        first = int(bad[0]) * size + sync
+        return first, int(bad.size), f"its {size}-byte packets lose their sync byte from byte {first}"
+    if n != whole:
+        return whole, 1, f"it ends inside a packet ({n - whole} of {size} bytes at byte {whole})"
+    return None
+
+
 def _cluster_time(body: bytes) -> int | None:
     """The Timestamp (ms at the default scale) a cluster's body starts with, if it does."""
     if len(body) < 3 or body[0] != _TIMESTAMP:
@@ -232,4 +267,4 @@ class Damage:
         return f"input damaged: {name}: " + "; ".join(parts)
 
 
-__all__ = ["Damage", "FFV1Check", "crc_is_zero", "ffv1_slices", "matroska_crc_errors"]
+__all__ = ["Damage", "FFV1Check", "crc_is_zero", "ffv1_slices", "matroska_crc_errors", "mpegts_sync_errors"]

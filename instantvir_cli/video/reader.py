@@ -24,7 +24,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from instantvir_cli.errors import InputCorrupt
 from instantvir_cli.limits import check_memory, max_pixels
-from instantvir_cli.video.damage import Damage, FFV1Check, matroska_crc_errors
+from instantvir_cli.video.damage import Damage, FFV1Check, matroska_crc_errors, mpegts_sync_errors
 from instantvir_cli.video.info import (SWS_MATRIX, SWS_RANGE, VideoInfo, _reason, frame_colour, open_input, probe,
                                       video_stream)
 
@@ -459,6 +459,11 @@ class VideoReader:
             if not self.tolerate_damage:
                 return crc
             self.damage.notes.append(crc)
+        if info.container == "mpegts" and (lost := mpegts_sync_errors(self.path)):
+            ts = f"the MPEG-TS file is damaged: {lost[2]}" + (f" ({lost[1]} packets)" if lost[1] > 1 else "")
+            if not self.tolerate_damage:
+                return ts
+            self.damage.notes.append(ts)
         if cues and breakoff is None:
             first = min(cues)
             lost = (f"{len(cues)} keyframe{'s' if len(cues) != 1 else ''} its index lists "

@@ -21,7 +21,7 @@ import torch
 import media
 from instantvir_cli.errors import InputCorrupt, InputNotFound, InputUnreadable, OutputRefused, UsageError
 from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe, write_synthetic_clip
-from instantvir_cli.video.damage import matroska_crc_errors
+from instantvir_cli.video.damage import matroska_crc_errors, mpegts_sync_errors
 from instantvir_cli.video.reader import SWS_FLAGS
 
 FAST = EncodeOptions(preset="ultrafast")
@@ -602,3 +602,45 @@ def test_matroska_size_past_the_end_reads_nothing(tmp_path):
         assert tracemalloc.get_traced_memory()[1] < 1 << 20
     finally:
         tracemalloc.stop()
+
+
+def _ts_clip() -> bytes:
+    return media.generate("ts_sync.ts", media._src("96x64", "8", 2) + media.X264).read_bytes()
+
+
+@pytest.mark.parametrize("damage,said", [
+    ("garbage", "lose their sync byte"),     # random bytes over the last frame's packets: FFmpeg resyncs silently
+    ("cut", "ends inside a packet"),          # a cut 50 bytes into the last frame's first packet
+])
+def test_a_damaged_mpegts_is_exit_5(tmp_path, damage, said):
+    # both read 15 of 16 frames with exit 0 before the sync check (found by the long fuzzing run)
+    data = _ts_clip()
+    assert len(data) % 188 == 0 and data[::188] == bytes([0x47]) * (len(data) // 188)
+    starts = [i for i in range(0, len(data), 188)                    # video packets (PID 0x100) that start a frame
+              if ((data[i + 1] & 0x1F) << 8 | data[i + 2]) == 0x100 and data[i + 1] & 0x40]
+    last = starts[-1]
+    if damage == "garbage":
+        noise = np.random.default_rng(0).integers(0, 256, len(data) - last, dtype=np.uint8).tobytes()
+        data = data[:last] + noise.replace(b"\x47", b"\x48")
+    else:
+        data = data[:last + 50]
+    bad = tmp_path / "bad.ts"
+    bad.write_bytes(data)
+    with pytest.raises(InputCorrupt, match=said):
+        with VideoReader(bad, block_size=8) as reader:
+            for _ in reader:
+                pass
+    with VideoReader(bad, block_size=8, tolerate_damage=True) as reader:
+        assert sum(b.frames for b in reader) == 15
+        assert any(said in note for note in reader.damage.notes), reader.damage.notes
+
+
+def test_whole_transport_streams_pass_the_sync_check(tmp_path):
+    good = tmp_path / "good.ts"
+    good.write_bytes(_ts_clip())
+    m2ts = media.generate("ts_sync.m2ts", media._src("96x64", "8", 1) + media.X264
+                          + ["-mpegts_m2ts_mode", "1"])
+    assert m2ts.stat().st_size % 192 == 0
+    assert mpegts_sync_errors(good) is None and mpegts_sync_errors(m2ts) is None
+    with VideoReader(m2ts, block_size=8) as reader:
+        assert sum(b.frames for b in reader) == 8
