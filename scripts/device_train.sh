@@ -10,7 +10,7 @@
 # torch, numpy, safetensors, typer and rich, and no PyAV. Trains into $RUN (default
 # /tmp/vir-device-run; rerun to resume) within the budget, then writes to $OUT:
 #   instantvir.safetensors   the int8 export (or instantvir.safetensors.part1, .part2, ... when it is
-#                            over 16 MiB, the most one returned file may be: cat them in order)
+#                            over 16 MiB, the most one returned file may be (VIR_RETURN_MIB): cat them in order)
 #   train_log.txt            the run's output
 #   device_train.json        steps per stage, s/step, peak GPU memory, the last validations, the
 #                            export's size and SHA-256
@@ -44,12 +44,13 @@ if [ -f "$RUN/instantvir.safetensors" ]; then
     --storage int8 >> "$OUT/train_log.txt" 2>&1 && EXPORTED=1
 fi
 "$PY" - "$RUN" "$OUT" "$RC" "$EXPORTED" "$(( $(date +%s) - START ))" "$CONFIG" "$MINUTES" <<'PY'
-import hashlib, json, sys
+import hashlib, json, os, sys
 from pathlib import Path
 
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 rc, exported, wall, config, minutes = int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5]), sys.argv[6], float(sys.argv[7])
-LIMIT, PART = 16 << 20, 15 << 20                       # what one returned file may be; each part's size
+LIMIT = int(float(os.environ.get("VIR_RETURN_MIB", "16")) * 2**20)  # what one returned file may be
+PART = LIMIT // 16 * 15                                              # each part's size
 log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").is_file() else []
 stages, validation = {}, {}
 for r in log:

@@ -3,6 +3,7 @@ PyAV hidden as on the device: the steps the GPU run takes, known to work before 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -61,12 +62,15 @@ def test_a_missing_or_stale_pack_is_one_line_exit_9(tiny_pack, tmp_path):
 
 
 def test_device_train_script_tiny_without_pyav(tiny_pack, tmp_path):
-    blocked = tmp_path / "blocked" / "av"
-    blocked.mkdir(parents=True)
-    (blocked / "__init__.py").write_text('raise ImportError("PyAV is not on the device")\n')
+    """PyAV, imageio-ffmpeg and scikit-image hidden (none is on the device); a 1 MiB limit on returned
+    files, so the export comes back in parts that join into the file the run wrote."""
+    blocked = tmp_path / "blocked"
+    for name in ("av", "imageio_ffmpeg", "skimage"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f'raise ImportError("{name} is not on the device")\n')
     out = tmp_path / "out"
     env = {**os.environ, "VIR_DEVICE_TINY": "1", "PACK": str(tiny_pack), "OUT": str(out), "RUN": str(tmp_path / "run"),
-           "PYTHON": sys.executable, "PYTHONPATH": str(blocked.parent)}
+           "PYTHON": sys.executable, "PYTHONPATH": str(blocked), "VIR_RETURN_MIB": "1"}
     p = subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh")], env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:] + (out / "train_log.txt").read_text()[-3000:]
@@ -74,9 +78,15 @@ def test_device_train_script_tiny_without_pyav(tiny_pack, tmp_path):
     assert set(s["stages"]) == {"teacher", "student_sr4x", "student_deblur", "student_inpaint"}
     assert all(v["step"] == 3 and v["s_per_step"] > 0 for v in s["stages"].values())
     assert {"psnr", "classical_psnr"} <= set(s["validation"]["student_sr4x"])
-    assert s["export"]["files"] == ["instantvir.safetensors"] and s["export"]["storage"] == "int8"
+    parts = s["export"]["files"]
+    assert len(parts) >= 3 and parts[0] == "instantvir.safetensors.part1" and s["export"]["storage"] == "int8"
+    assert all((out / p).stat().st_size <= 1 << 20 for p in parts)
+    joined = tmp_path / "joined.safetensors"
+    joined.write_bytes(b"".join((out / p).read_bytes() for p in parts))
+    assert hashlib.sha256(joined.read_bytes()).hexdigest() == s["export"]["sha256"]
+    assert joined.read_bytes() == (tmp_path / "run" / "instantvir-int8.safetensors").read_bytes()
     from instantvir_cli.models.checkpoint import read_header
 
-    h = read_header(out / "instantvir.safetensors")
+    h = read_header(joined)
     assert set(h["tasks"]) == {"sr4x", "deblur", "inpaint"} and h["storage"] == "int8"
     assert "exported" in (out / "train_log.txt").read_text()
