@@ -98,6 +98,7 @@ class RunConfig:
     checkpoint_every: int = 100                 # steps between resumable checkpoints (0 = only at the end)
     val_every: int = 100                        # steps between validations (0 = only at the end)
     threads: int = 0                            # torch intra-op threads per process (0 = torch's default)
+    max_minutes: float = 0.0                    # wall-clock budget of one invocation (0 = none): each stage stops at its share (trainer.stage_budget), checkpoints and exports
 
     def __post_init__(self):
         bad = [s for s in self.stages if s not in STAGES]
@@ -109,6 +110,7 @@ class RunConfig:
         _nonneg(self, "checkpoint_every", "val_every", "threads", "grad_clip")
         _within(self, "threads", 0, L.THREADS_MAX)
         _within(self, "seed", 0, L.SEED_MAX)
+        _within(self, "max_minutes", 0.0, L.MINUTES_MAX)
         for name in ("log_every", "checkpoint_every", "val_every"):
             _within(self, name, 0, L.STEPS_MAX)
 
@@ -135,6 +137,7 @@ class DataConfig:
     val_size: int = 64                          # validation clips: short side resized to this, then a centred square crop
     captions: dict[str, Any] = field(default_factory=dict)  # [data.captions]: source name (clip stem, footage or photograph name) = caption
     caption: str = ""                           # the caption of a source with none (no CLIP.txt beside it, no data.captions entry)
+    pack: str = ""                              # a data pack folder (scripts/pack_data.py): footage, images and val_clips are read from it, not the cache (paths must be empty)
 
     def __post_init__(self):
         _positive(self, "frames", "crop", "val_frames", "val_size")
@@ -537,10 +540,13 @@ def load_config(path: str | Path) -> DistillConfig:
     return from_dict(DistillConfig, _read_toml(Path(path)))
 
 
-def with_overrides(cfg: DistillConfig, out: str | Path | None = None) -> DistillConfig:
-    """Apply command-line flags (`--out`)."""
+def with_overrides(cfg: DistillConfig, out: str | Path | None = None, max_minutes: float | None = None) -> DistillConfig:
+    """Apply command-line flags (`--out`, `--max-minutes`)."""
     if out is not None:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out)))
+    if max_minutes is not None:
+        L.number("--max-minutes", max_minutes, 0.0, L.MINUTES_MAX, ConfigError)
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, max_minutes=float(max_minutes)))
     return cfg
 
 

@@ -54,6 +54,7 @@ THREADS_MAX = 1024
 WORKERS_MAX = 256
 STEPS_MAX = 10**9
 BATCH_MAX = 1 << 16
+MINUTES_MAX = 1e6                       # run.max_minutes, --max-minutes (about two years)
 
 
 def _where(where: str, key: str) -> str:
@@ -202,7 +203,7 @@ def _show(value: Any) -> str:
 
 
 __all__ = ["BATCH_MAX", "BLOCK_FRAMES", "CACHE_BLOCKS_MAX", "CROP_MAX", "DIT_FLOATS", "DIT_INTS", "DIT_BOOLS", "DIT_PATCH",
-           "ENV_MAX_PIXELS", "KERNEL_SIZE_MAX", "MASK_FRAMES_MAX", "MAX_PIXELS_DEFAULT", "SEED_MAX",
+           "ENV_MAX_PIXELS", "KERNEL_SIZE_MAX", "MASK_FRAMES_MAX", "MAX_PIXELS_DEFAULT", "MINUTES_MAX", "SEED_MAX",
            "SIDECAR_BYTES_MAX", "SIGMA_RANGE", "SIGMA_Y_MAX", "SR_SCALES", "STEPS_MAX", "THREADS_MAX",
            "VAE_FLOATS", "VAE_INTS", "WINDOW_FRAMES_MAX", "WORKERS_MAX", "available_memory", "boolean",
            "check_frame_size", "check_memory", "integer", "key_name", "max_pixels", "model_fields", "number",

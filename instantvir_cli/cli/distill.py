@@ -17,6 +17,8 @@ EPILOG = """Examples:
 
   vir distill --config configs/tiny.toml --out runs/tiny --max-steps 5
 
+  vir distill --config configs/device-default.toml --out runs/device --max-minutes 6
+
   vir distill --config configs/tiny.toml --dry-run          (print the effective config)
 
   vir distill --config configs/wan2.1-1.3b-sr4x.toml --dry-run --json --world 8
@@ -101,6 +103,10 @@ def distill(
     max_steps: Annotated[
         Optional[int], typer.Option("--max-steps", min=0, help="Stop each stage after this many steps.")
     ] = None,
+    max_minutes: Annotated[
+        Optional[float], typer.Option("--max-minutes", min=0, help="Wall-clock budget (replaces run.max_minutes): "
+                                      "each stage stops at its share, checkpoints and exports; 0 = none.")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective config, check the weight files "
                                           "that exist (keys, shapes) and stop.")] = False,
@@ -118,7 +124,7 @@ def distill(
         from instantvir_cli.config import to_toml
         from instantvir_cli.distill.trainer import effective_config, run_distill
 
-        cfg = effective_config(config, out)
+        cfg = effective_config(config, out, max_minutes)
         if dry_run:
             from instantvir_cli.distill.plan import plan_run, to_json
 

@@ -22,6 +22,10 @@ Still photographs (scikit-image's `skimage.data`, e.g. astronaut, coffee, chelse
 animated into clips with a synthetic camera: a pan, a slow zoom and a slight roll, rendered
 with bilinear resampling. scikit-image is an optional (test) dependency: it is imported only
 when `data.images` names photographs, and then its absence is a ConfigError.
+
+With `data.pack` the same sources come from a data pack (`distill.pack`: uint8 arrays made by
+scripts/pack_data.py) and are sampled by the same code; nothing on that path imports PyAV or
+scikit-image.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class VideoSource:
     time_base: Fraction
     start_pts: int
     deep: bool                                  # > 8 bits per component
+    packed: bool = False                        # `path` is an array of a data pack (distill.pack), not a video
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class ImageSource:
     """A photograph of `skimage.data`, animated with a synthetic camera."""
 
     name: str
+    packed: str = ""                            # its array in a data pack (distill.pack); "" = skimage.data
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,10 @@ def check_images(names: tuple[str, ...]) -> None:
 
 
 def find_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
-    """Resolve [data]: videos (paths + registry footage), photographs, and the validation split."""
+    """Resolve [data]: videos (paths + registry footage), photographs, and the validation split
+    (from the cache, or from `data.pack`: `pack_sources`)."""
+    if cfg.pack:
+        return pack_sources(cfg, min_frames)
     files: list[Path] = []
     from instantvir_cli.distill.weights import resolve_path
 
@@ -156,6 +165,46 @@ def find_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
     return Sources(train, images, tuple(videos[n] for n in cfg.val_clips))
 
 
+def pack_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
+    """The Sources of [data] read from `cfg.pack`: the clips of `footage` (training videos,
+    less `val_clips`), the photographs of `images` and the validation clips, each of which the
+    pack must hold; ConfigError otherwise."""
+    from instantvir_cli.distill.pack import open_pack
+
+    pack = open_pack(cfg.pack)
+    if cfg.paths:
+        raise ConfigError("data.paths: a run reading data.pack takes its videos from the pack; leave data.paths empty")
+    for key in ("val_frames", "val_size"):
+        if pack.data.get(key) != getattr(cfg, key):
+            raise ConfigError(f"data.{key}: {getattr(cfg, key)}, but the pack {cfg.pack} cut its validation clips "
+                              f"for {key} = {pack.data.get(key)}: pack again with this config")
+
+    def need(kind: str, name: str, key: str) -> dict:
+        if (kind, name) not in pack.entries:
+            held = ", ".join(n for k, n in pack.entries if k == kind) or "none"
+            raise ConfigError(f"{key}: {name!r} is not in the pack {cfg.pack} (its {kind} entries: {held})")
+        return pack.entries[(kind, name)]
+
+    def video(kind: str, name: str, key: str) -> VideoSource:
+        e = need(kind, name, key)
+        T, H, W, _ = e["shape"]
+        return VideoSource(name, str(pack.path(kind, name)), T, W, H, Fraction(e.get("fps", "0")), Fraction(1), 0,
+                           False, packed=True)
+
+    train = tuple(video("video", n, "data.footage") for n in cfg.footage if n not in cfg.val_clips)
+    need_frames = min_frames or cfg.frames
+    short = [s.name for s in train if s.frames < need_frames]
+    if short:
+        raise ConfigError(f"data: video {short[0]!r} has fewer than data.frames = {need_frames} frames")
+    for n in cfg.images:
+        need("image", n, "data.images")
+    images = tuple(ImageSource(n, str(pack.path("image", n))) for n in cfg.images)
+    val = tuple(video("val", n, "data.val_clips") for n in cfg.val_clips)
+    if not train and not images:
+        raise ConfigError("data: no training sources (every video is a validation clip and data.images is empty)")
+    return Sources(train, images, val)
+
+
 #################################################################################
 #                              Deterministic samples                            #
 #################################################################################
@@ -181,8 +230,13 @@ def read_window(src: VideoSource, start: int, frames: int, width: int, height: i
     """Frames [start, start + frames) of `src`, resized to width x height: (3, T, H, W) float32 in [-1, 1].
 
     Seeks to the keyframe before `start`, decodes only up to the window's end; if the seek
-    lands late (an unreliable index), decodes from the start instead.
+    lands late (an unreliable index), decodes from the start instead. A packed source is sliced
+    from its array (`distill.pack.packed_window`, no PyAV).
     """
+    if src.packed:
+        from instantvir_cli.distill.pack import packed_window
+
+        return packed_window(src.path, start, frames, width, height)
     from instantvir_cli.video.info import open_input, video_stream
     from instantvir_cli.video.reader import RGBConverter
 
@@ -222,16 +276,25 @@ def read_window(src: VideoSource, start: int, frames: int, width: int, height: i
 _IMAGES: dict[str, torch.Tensor] = {}
 
 
-def load_image(name: str) -> torch.Tensor:
-    """`skimage.data.<name>()` as (3, H, W) float32 in [-1, 1] (cached per process)."""
-    if name not in _IMAGES:
-        import skimage.data
+def load_image_array(name: str) -> np.ndarray:
+    """`skimage.data.<name>()` as stored: (H, W) or (H, W, C); a stereo pair's left view, bool as uint8."""
+    import skimage.data
 
-        a = getattr(skimage.data, name)()
-        a = a[0] if isinstance(a, tuple) else a          # stereo pairs: the left view
-        a = np.asarray(a)
-        if a.dtype == bool:
-            a = a.astype(np.uint8) * 255
+    a = getattr(skimage.data, name)()
+    a = np.asarray(a[0] if isinstance(a, tuple) else a)          # stereo pairs: the left view
+    return a.astype(np.uint8) * 255 if a.dtype == bool else a
+
+
+def load_image(name: str, packed: str = "") -> torch.Tensor:
+    """Photograph `name` (from `skimage.data`, or its array `packed` in a data pack) as (3, H, W)
+    float32 in [-1, 1] (cached per process)."""
+    if name not in _IMAGES:
+        if packed:
+            from instantvir_cli.distill.pack import array
+
+            a = np.asarray(array(packed))
+        else:
+            a = load_image_array(name)
         if a.ndim == 2:
             a = np.repeat(a[..., None], 3, axis=2)
         a = a[..., :3].astype(np.float32)
@@ -297,9 +360,9 @@ class WindowDataset(Dataset):
         g = torch.Generator().manual_seed(seed)
         use_image = bool(self.images) and (not self.videos or _uniform(g) < cfg.image_share)
         if use_image:
-            name = self.images[int(_uniform(g) * len(self.images)) % len(self.images)].name
-            caption = self.captions.get(name, "")
-            x = animate(load_image(name), g, cfg.frames, (ch, cw), cfg.min_scale, cfg.motion)
+            img = self.images[int(_uniform(g) * len(self.images)) % len(self.images)]
+            caption = self.captions.get(img.name, "")
+            x = animate(load_image(img.name, img.packed), g, cfg.frames, (ch, cw), cfg.min_scale, cfg.motion)
         else:
             src = self.videos[min(int(np.searchsorted(self._cum, _uniform(g), side="right")), len(self.videos) - 1)]
             caption = self.captions.get(src.name, "")
@@ -357,7 +420,14 @@ def make_loader(ds: WindowDataset, sampler: StepSampler, workers: int) -> DataLo
 
 def load_val_clip(src: VideoSource, frames: int, size: int) -> torch.Tensor:
     """The first `frames` frames of a validation clip, short side resized to `size`, centre
-    crop size x size: (1, 3, T, size, size) in [-1, 1]. Read with `VideoReader`."""
+    crop size x size: (1, 3, T, size, size) in [-1, 1]. Read with `VideoReader`; a packed clip
+    (cut so already) from its array."""
+    if src.packed:
+        from instantvir_cli.distill.pack import packed_val_clip
+
+        if src.frames < frames:
+            raise ConfigError(f"data.val_clips: {src.name} has fewer than data.val_frames = {frames} frames")
+        return packed_val_clip(src.path, frames)
     from instantvir_cli.video import VideoReader
 
     with VideoReader(src.path, block_size=frames) as reader:
@@ -374,4 +444,5 @@ def load_val_clip(src: VideoSource, frames: int, size: int) -> torch.Tensor:
 
 
 __all__ = ["ImageSource", "Sources", "StepSampler", "VideoSource", "WindowDataset", "animate", "check_images",
-           "find_sources", "load_image", "load_val_clip", "make_loader", "read_window", "sample_seed"]
+           "find_sources", "load_image", "load_image_array", "load_val_clip", "make_loader", "pack_sources",
+           "read_window", "sample_seed"]

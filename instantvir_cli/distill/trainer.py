@@ -13,7 +13,10 @@ The run folder:
     vae.safetensors, teacher.safetensors, student_<task>/student.safetensors   stage outputs
     instantvir.safetensors          the export `vir restore --checkpoint` loads (see export.py)
 
-Stages run in order: vae, teacher, then one student stage per task. `--resume` continues each
+Stages run in order: vae, teacher, then one student stage per task. With `run.max_minutes`
+(`--max-minutes`) each stage gets the time still left divided in proportion to the planned steps
+of the stages still to run (`stage_budget`), stops after the step that passes it, and ends as at
+its last step (validation, state, its file, the export). `--resume` continues each
 stage from its last state (exactly, on the CPU: data and noise are functions of the step),
 skips stages already finished, and restarts a stage whose inputs (the VAE or teacher files)
 changed since its state was written. The core reports progress through `on_event(Event)` on
@@ -133,9 +136,9 @@ class JsonlLog:
 #################################################################################
 
 
-def effective_config(path: str | Path, out: str | Path | None = None) -> DistillConfig:
+def effective_config(path: str | Path, out: str | Path | None = None, max_minutes: float | None = None) -> DistillConfig:
     """The config of `path` with the command-line flags applied, checked (`--dry-run` prints it)."""
-    cfg = with_overrides(load_config(path), out=out)
+    cfg = with_overrides(load_config(path), out=out, max_minutes=max_minutes)
     check_config(cfg)
     return cfg
 
@@ -331,11 +334,27 @@ def _validate(ctx: RunContext, stage, name: str, step: int, results: dict) -> No
         results[name] = {"step": step, **metrics}
 
 
+def planned_steps(cfg: DistillConfig, name: str, max_steps: int | None) -> int:
+    o = _optim_cfg(cfg, name)
+    return o.steps if max_steps is None else min(o.steps, max_steps)
+
+
+def stage_budget(left_s: float, steps: list[int]) -> float:
+    """Seconds the next of the stages still to run may take: the time left, shared in proportion
+    to their planned steps (`steps[0]` the next stage's). A stage that ends early leaves its time
+    to the later ones, since each share is taken from what is left when the stage starts."""
+    total = sum(steps)
+    return max(0.0, left_s) * (steps[0] / total if total else 1.0 / len(steps))
+
+
 def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume: bool,
-              rates: dict, results: dict) -> None:
+              rates: dict, results: dict, deadline: float | None = None) -> None:
+    """Run one stage to its planned steps, or until `deadline` (time.monotonic()) has passed:
+    then it stops after the step in progress, validates, checkpoints and writes its file as at
+    its end; `--resume` continues it."""
     cfg, env = ctx.cfg, ctx.env
     o = _optim_cfg(cfg, name)
-    target = o.steps if max_steps is None else min(o.steps, max_steps)
+    target = planned_steps(cfg, name, max_steps)
     upstream = _upstream(ctx, name)
     state = _load_state(ctx, name) if resume else None
     if state is not None and state["upstream"] != upstream:
@@ -356,7 +375,10 @@ def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume
         ctx.emit(Event("info", name, start, target, message=f"{name}: resuming at step {start}"))
     ctx.emit(Event("stage", name, start, target))
     ctx.log.write({"kind": "stage", "stage": name, "step": start, "total": target})
-    rate = None
+    rate, final, t_stage = None, max(target, start), time.perf_counter()
+    cuda = env.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(env.device)
     if start < target:
         sampler = StepSampler(start, o.batch, env.world, env.rank, o.accumulate)
         loader = make_loader(stage.dataset(), sampler, cfg.data.workers)
@@ -375,7 +397,9 @@ def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume
             now = time.perf_counter()
             busy, done_here, t_last = busy + (now - t_last), done_here + 1, now
             done = step + 1
-            if done % cfg.run.log_every == 0 or done == target:
+            over = deadline is not None and done < target and env.any(time.monotonic() >= deadline)
+            end = done == target or over
+            if done % cfg.run.log_every == 0 or end:
                 # means since the last log line (the student's terms exist on its steps only)
                 metrics = env.mean({k: sum(v) / len(v) for k, v in acc.items()})
                 acc = {}
@@ -385,19 +409,28 @@ def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume
                                "steps_per_s": rate})
                 ctx.emit(Event("step", name, done, target, metrics={**metrics, **lrs}, rate=rate,
                                eta=(target - done) / rate if rate else None))
-            if (cfg.run.val_every and done % cfg.run.val_every == 0) or done == target:
+            if (cfg.run.val_every and done % cfg.run.val_every == 0) or end:
                 _validate(ctx, stage, name, done, results)
-            if (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == target:
+            if (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or end:
                 _save_state(ctx, stage, name, done, upstream)
+            if over:
+                final = done
+                ctx.log.write({"kind": "budget", "stage": name, "step": done, "total": target})
+                ctx.emit(Event("info", name, done, target, message=f"{name}: stopped at step {done} of {target}, "
+                               "its share of run.max_minutes spent; --resume continues it"))
+                break
             t_last = time.perf_counter()   # validation and checkpoints do not count in the rate
         del it, loader
-    path = stage.finish(max(target, start))
+    path = stage.finish(final)
     env.barrier()
     if rate is not None:
         rates[name] = rate
-    ctx.log.write({"kind": "done", "stage": name, "step": max(target, start), "steps_per_s": rate,
-                   "artifact": str(path) if path else None})
-    ctx.emit(Event("done", name, max(target, start), target, rate=rate, message=str(path) if path else ""))
+    done_record = {"kind": "done", "stage": name, "step": final, "total": target, "steps_per_s": rate,
+                   "seconds": round(time.perf_counter() - t_stage, 2), "artifact": str(path) if path else None}
+    if cuda:
+        done_record["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(env.device) / 2**30, 3)
+    ctx.log.write(done_record)
+    ctx.emit(Event("done", name, final, target, rate=rate, message=str(path) if path else ""))
 
 
 #################################################################################
@@ -455,6 +488,7 @@ def run_distill(
     max_steps: int | None = None,
     resume: bool = False,
     on_event: Callable[[Event], None] | None = None,
+    max_minutes: float | None = None,
 ) -> RunResult:
     """Run every stage of `config` (a TOML path or a DistillConfig) into the run folder.
 
@@ -463,10 +497,12 @@ def run_distill(
         max_steps: stop each stage after this many steps (its schedule still spans its `steps`).
         resume: continue the run in the folder (each stage from its last state).
         on_event: progress callback (called on rank 0 only).
+        max_minutes: replaces run.max_minutes: this invocation's wall-clock budget (0 = none).
     Returns:
         RunResult with the export's path (None when no student stage ran) and steps/s per stage.
     """
-    cfg = effective_config(config, out) if not isinstance(config, DistillConfig) else with_overrides(config, out)
+    cfg = (effective_config(config, out, max_minutes) if not isinstance(config, DistillConfig)
+           else with_overrides(config, out, max_minutes))
     if isinstance(config, DistillConfig):
         check_config(cfg)
     env = init_distributed(cfg.run.device)
@@ -500,6 +536,10 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
         emit(Event("info", message="run.precision = 'bf16' is for CUDA; on the CPU the run stays in fp32"))
     check_weight_paths(cfg)              # a missing weight file stops the run before anything is written,
     check_weight_files(cfg)              # ... and so do a wrong layout or shape, no tokenizer, a long prompt
+    if cfg.data.pack:                    # ... and a data pack that is missing or does not match its manifest
+        from instantvir_cli.distill.pack import open_pack
+
+        open_pack(cfg.data.pack)
     made = [p for p in [out, *out.parents] if not p.exists()]      # folders this start creates
     lock = None
     if env.main:
@@ -535,6 +575,7 @@ def _undo_start(out: Path, made: list[Path]) -> None:
 
 
 def _run_locked(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, emit, out: Path) -> RunResult:
+    ends_at = time.monotonic() + 60 * cfg.run.max_minutes       # the budget counts from here
     if env.main:
         _prepare_folder(cfg, out, resume, emit)
     env.barrier()
@@ -548,8 +589,13 @@ def _run_locked(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, emit,
                    f"validation: {', '.join(sources.names['val']) or 'none'}"))
     rates: dict[str, float] = {}
     results: dict[str, dict] = {}
-    for name, factory in stages_for(ctx):
-        run_stage(ctx, name, factory, max_steps, resume, rates, results)
+    stages = stages_for(ctx)
+    for i, (name, factory) in enumerate(stages):
+        deadline = None
+        if cfg.run.max_minutes > 0:
+            steps = [planned_steps(cfg, n, max_steps) for n, _ in stages[i:]]
+            deadline = time.monotonic() + stage_budget(ends_at - time.monotonic(), steps)
+        run_stage(ctx, name, factory, max_steps, resume, rates, results, deadline)
     export = out / X.EXPORT_FILE
     if "student" in cfg.run.stages and env.main and _export_is_stale(out, cfg.student.tasks):
         ctx.export_students()

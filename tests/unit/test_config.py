@@ -132,3 +132,15 @@ def test_cli_overrides_and_frozen():
     assert cfg.run.out == "somewhere" and DistillConfig().run.out == "runs/instantvir"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.run.seed = 1
+
+
+def test_max_minutes_and_pack_are_checked(tmp_path):
+    from instantvir_cli.config import with_overrides
+
+    cfg = load_config(write(tmp_path, '[run]\nmax_minutes = 6\n[data]\npack = ".device-pack"\n'))
+    assert cfg.run.max_minutes == 6.0 and cfg.data.pack == ".device-pack"
+    assert with_overrides(cfg, max_minutes=0).run.max_minutes == 0.0
+    with pytest.raises(ConfigError, match=r"run.max_minutes: expected a number in \[0, 1e\+06\], got -1"):
+        load_config(write(tmp_path, "[run]\nmax_minutes = -1\n"))
+    with pytest.raises(ConfigError, match="--max-minutes"):
+        with_overrides(cfg, max_minutes=float("nan"))
