@@ -8,6 +8,8 @@ The run folder:
     config.toml                     the effective config (also inside every checkpoint)
     log.jsonl                       one JSON object per line: train steps (losses, learning rates,
                                     grad norms, steps/s), validations, stage boundaries
+    text.pt                         a text run's contexts of every prompt, encoded at start-up
+                                    (captions.RunText: the encoder is freed before training)
     <stage>/state.pt                resumable state: models, critic, optimizers, EMA, step, data
                                     position and RNG state, upstream artifact ids, config
     vae.safetensors, teacher.safetensors, student_<task>/student.safetensors   stage outputs
@@ -52,7 +54,7 @@ from instantvir_cli.distill.data import (
     load_val_clip,
     make_loader,
 )
-from instantvir_cli.distill.captions import RunText, find_captions
+from instantvir_cli.distill.captions import TEXT_FILE, RunText, caption_files, find_captions, run_prompts
 from instantvir_cli.distill.plan import check_weight_files
 from instantvir_cli.distill.weights import artifact_identity, check_weight_paths, config_value, resolve_path
 from instantvir_cli.distill.dist import (
@@ -184,14 +186,14 @@ class RunContext:
     emit: Callable[[Event], None]
     steps_done: dict[str, int] = field(default_factory=dict)
     bf16: bool = False
-    text: RunText | None = None                 # the text encoder of a text-conditioned teacher
+    text: RunText | None = None                 # the text contexts of a text-conditioned teacher
     captions: dict[str, str] = field(default_factory=dict)
 
     def text_record(self, prompt: str) -> dict:
         """What an export records of its text student: the prompt and where its encoder was."""
         t = self.text
-        return {"prompt": prompt, "negative_prompt": t.negative_prompt, "length": t.encoder.length,
-                "dim": t.dim, **t.encoder.source}
+        return {"prompt": prompt, "negative_prompt": t.negative_prompt, "length": t.length,
+                "dim": t.dim, **t.source}
 
     def autocast(self):
         if self.bf16:
@@ -478,17 +480,20 @@ def run_distill(
         shutdown(env)
 
 
-def build_context(cfg: DistillConfig, env: DistEnv, emit=None) -> RunContext:
-    """Sources, validation clips, log and helpers of a run (the run folder must exist)."""
+def build_context(cfg: DistillConfig, env: DistEnv, emit=None, sources: Sources | None = None) -> RunContext:
+    """Sources, validation clips, log, text contexts and helpers of a run. The text encoder is
+    loaded, run over every prompt and freed here (`captions.RunText.prepare`), before any stage
+    model exists; its contexts go to the run folder's text.pt when the folder exists."""
     out = Path(cfg.run.out).expanduser()
     torch.manual_seed(cfg.run.seed)
-    sources = find_sources(cfg.data)
+    sources = sources or find_sources(cfg.data)
+    captions = find_captions(sources, cfg.data)
+    text = RunText.prepare(cfg, run_prompts(cfg, captions), env, out / TEXT_FILE if out.is_dir() else None)
     val = {s.name: load_val_clip(s, cfg.data.val_frames, cfg.data.val_size).to(env.device)
            for s in sources.val} if env.main else {}
     bf16 = env.device.type == "cuda" and cfg.run.precision in ("auto", "bf16")
     return RunContext(cfg, out, env, sources, val, JsonlLog(out / LOG_FILE if env.main else None),
-                      emit or (lambda e: None), bf16=bf16, text=RunText.from_config(cfg, env.device),
-                      captions=find_captions(sources, cfg.data))
+                      emit or (lambda e: None), bf16=bf16, text=text, captions=captions)
 
 
 def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) -> RunResult:
@@ -499,7 +504,9 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
     if cfg.run.precision == "bf16" and env.device.type == "cpu":
         emit(Event("info", message="run.precision = 'bf16' is for CUDA; on the CPU the run stays in fp32"))
     check_weight_paths(cfg)              # a missing weight file stops the run before anything is written,
-    check_weight_files(cfg)              # ... and so do a wrong layout or shape, no tokenizer, a long prompt
+    sources = find_sources(cfg.data)     # ... and so do bad data,
+    check_weight_files(cfg, caption_files(sources) if cfg.text.encoder else None)   # a wrong layout or shape,
+                                         # no tokenizer, a long prompt, an empty or long caption file
     made = [p for p in [out, *out.parents] if not p.exists()]      # folders this start creates
     lock = None
     if env.main:
@@ -510,7 +517,7 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
         lock = TargetLock(out, "running a distill into")           # one run per folder
     fresh = not (out.is_dir() and holds_run(out))
     try:
-        return _run_locked(cfg, env, max_steps, resume, emit, out)
+        return _run_locked(cfg, env, max_steps, resume, emit, out, sources)
     except BaseException:
         undo = env.main and fresh and out.is_dir() and not holds_run(out)
         if lock is not None:
@@ -524,8 +531,8 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
 
 
 def _undo_start(out: Path, made: list[Path]) -> None:
-    """Remove what a failed start wrote: config.toml, log.jsonl, and the folders it created (if empty)."""
-    for name in (CONFIG_FILE, LOG_FILE):
+    """Remove what a failed start wrote: config.toml, log.jsonl, text.pt, and the folders it created (if empty)."""
+    for name in (CONFIG_FILE, LOG_FILE, TEXT_FILE):
         (out / name).unlink(missing_ok=True)
     for p in [*sorted(out.glob("*/"), reverse=True), *made]:
         try:
@@ -534,11 +541,12 @@ def _undo_start(out: Path, made: list[Path]) -> None:
             pass
 
 
-def _run_locked(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, emit, out: Path) -> RunResult:
+def _run_locked(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, emit, out: Path,
+                sources: Sources) -> RunResult:
     if env.main:
         _prepare_folder(cfg, out, resume, emit)
     env.barrier()
-    ctx = build_context(cfg, env, emit)
+    ctx = build_context(cfg, env, emit, sources)
     sources = ctx.sources
     if env.main:
         ctx.log.write({"kind": "run", "world": env.world, "device": str(env.device), "resume": resume,
