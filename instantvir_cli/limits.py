@@ -54,6 +54,8 @@ THREADS_MAX = 1024
 WORKERS_MAX = 256
 STEPS_MAX = 10**9
 BATCH_MAX = 1 << 16
+SAMPLE_STEPS_MAX = 1000                 # teacher sampler steps of an ODE pair ([ode] sample_steps)
+ODE_POINTS_MAX = 16                     # trajectory points an ODE pair keeps ([ode] timesteps)
 
 
 def _where(where: str, key: str) -> str:

@@ -293,6 +293,8 @@ def check_weight_files(cfg: DistillConfig, caption_files: dict[Path, str] | None
         n = _params(DiT(dcfg))
     models["teacher"] = _entry(n, dtype, source, "teacher" in stages, fsdp and "teacher" in stages,
                                arch=dataclasses.asdict(dcfg))
+    if "ode" in stages:
+        models["ode"] = _entry(n, models["teacher"]["dtype"], "the teacher's weights", True, fsdp)
     if "student" in stages:
         for key, name, on in (("weights", "student", True), ("critic_weights", "critic", cfg.student.dmd_weight > 0)):
             value = getattr(cfg.student, key)
@@ -372,6 +374,7 @@ def memory_per_gpu(cfg: DistillConfig, models: dict, dcfg, vcfg, world: int, bf1
     for stage, trained_names, frozen_names, o in (
             ("vae", ["vae"], [], cfg.vae),
             ("teacher", ["teacher"], ["vae", "teacher_vae"], cfg.teacher),
+            ("ode", ["ode"], ["teacher", "teacher_vae", "vae"], cfg.ode),
             ("student", ["student", "critic"] + (["vae"] if cfg.student.train_vae != "none" else []),
              ["teacher", "teacher_vae"] + (["vae"] if cfg.student.train_vae == "none" else []),
              cfg.student)):

@@ -12,13 +12,13 @@ The run folder:
                                     (captions.RunText: the encoder is freed before training)
     <stage>/state.pt                resumable state: models, critic, optimizers, EMA, step, data
                                     position and RNG state, upstream artifact ids, config
-    vae.safetensors, teacher.safetensors, student_<task>/student.safetensors   stage outputs
+    vae.safetensors, teacher.safetensors, ode.safetensors, student_<task>/student.safetensors   stage outputs
     instantvir.safetensors          the export `vir restore --checkpoint` loads (see export.py)
 
-Stages run in order: vae, teacher, then one student stage per task. `--resume` continues each
-stage from its last state (exactly, on the CPU: data and noise are functions of the step),
-skips stages already finished, and restarts a stage whose inputs (the VAE or teacher files)
-changed since its state was written. The core reports progress through `on_event(Event)` on
+Stages run in order: vae, teacher, ode (when named: the causal student's ODE-regression start),
+then one student stage per task. `--resume` continues each stage from its last state (exactly,
+on the CPU: data and noise are functions of the step), skips stages already finished, and
+restarts a stage whose inputs (the VAE, teacher or ode files) changed since its state was written. The core reports progress through `on_event(Event)` on
 rank 0; the CLI renders it.
 """
 
@@ -66,7 +66,8 @@ from instantvir_cli.distill.dist import (
     optimizer_state,
     shutdown,
 )
-from instantvir_cli.distill.stages import STUDENT_FILE, lr_factor, stages_for
+from instantvir_cli.distill.ode import ODEStage
+from instantvir_cli.distill.stages import STUDENT_FILE, StudentStage, TeacherStage, VAEStage, lr_factor
 from instantvir_cli.atomic import TargetLock, atomic_write, remove_stale
 from instantvir_cli.errors import ConfigError, OutputRefused
 from instantvir_cli.models.checkpoint import load_checkpoint, read_header
@@ -161,7 +162,10 @@ def check_config(cfg: DistillConfig) -> None:
     for name, T in (("data.frames", d.frames), ("data.val_frames", d.val_frames)):
         if (T - 1) % vae.time_factor:
             raise ConfigError(f"{name}: {T} frames must be 1 + k * {vae.time_factor} for this VAE")
-    for key in ("vae", "teacher", "student"):
+    if "ode" in cfg.run.stages and cfg.student.weights:
+        raise ConfigError("student.weights: the ode stage makes the student's start: leave student.weights "
+                          "empty, or take ode out of run.stages")
+    for key in ("vae", "teacher", "ode", "student"):
         o = getattr(cfg, key)
         if o.batch % o.accumulate:
             raise ConfigError(f"{key}.batch: {o.batch} is not divisible by {key}.accumulate = {o.accumulate}")
@@ -217,6 +221,11 @@ class RunContext:
     def teacher_path(self) -> Path:
         return self._model_path("teacher", X.TEACHER_FILE, self.cfg.teacher.init)
 
+    def ode_path(self) -> Path | None:
+        """The student's start made by the ode stage (this run's, or one the folder holds), or None."""
+        f = self.out / X.ODE_FILE
+        return f if not self.cfg.student.weights and ("ode" in self.cfg.run.stages or f.is_file()) else None
+
     def provenance(self, stage: str, steps: int) -> dict:
         self.steps_done[stage] = steps
         return X.provenance(to_dict(self.cfg), self.sources.names, self.steps_done)
@@ -256,7 +265,7 @@ def _optim_cfg(cfg: DistillConfig, stage: str):
 
 
 def _artifact(ctx: RunContext, stage: str) -> Path:
-    return {"vae": ctx.out / X.VAE_FILE, "teacher": ctx.out / X.TEACHER_FILE}.get(
+    return {"vae": ctx.out / X.VAE_FILE, "teacher": ctx.out / X.TEACHER_FILE, "ode": ctx.out / X.ODE_FILE}.get(
         stage, ctx.out / stage / STUDENT_FILE)
 
 
@@ -265,9 +274,13 @@ def _upstream(ctx: RunContext, stage: str) -> dict:
         return {}
     ident = lambda key: artifact_identity(resolve_path(config_value(ctx.cfg, key), key)) if config_value(ctx.cfg, key) else ""
     up = {"vae": artifact_identity(ctx.vae_path()), "teacher_vae": ident("teacher.vae"), "text": ident("text.encoder")}
+    if stage == "ode":
+        up.update(teacher=artifact_identity(ctx.teacher_path()))
     if stage.startswith("student_"):
         up.update(teacher=artifact_identity(ctx.teacher_path()), weights=ident("student.weights"),
                   critic_weights=ident("student.critic_weights"))
+        if ctx.ode_path() is not None:          # starts from the ode stage's file
+            up["ode"] = artifact_identity(ctx.ode_path())
     return up
 
 
@@ -400,6 +413,22 @@ def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume
     ctx.log.write({"kind": "done", "stage": name, "step": max(target, start), "steps_per_s": rate,
                    "artifact": str(path) if path else None})
     ctx.emit(Event("done", name, max(target, start), target, rate=rate, message=str(path) if path else ""))
+
+
+def stages_for(ctx) -> list:
+    """The stage factories in run order: (name, build function)."""
+    out = []
+    for s in ctx.cfg.run.stages:
+        if s == "vae":
+            out.append(("vae", lambda: VAEStage(ctx)))
+        elif s == "teacher":
+            out.append(("teacher", lambda: TeacherStage(ctx)))
+        elif s == "ode":
+            out.append(("ode", lambda: ODEStage(ctx)))
+        else:
+            for task in ctx.cfg.student.tasks:
+                out.append((f"student_{task}", lambda task=task: StudentStage(ctx, task)))
+    return out
 
 
 #################################################################################
