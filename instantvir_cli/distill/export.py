@@ -44,6 +44,7 @@ from instantvir_cli.models.vae import LeanVAE, VAEConfig
 from instantvir_cli.models.wan_keys import load_wan_dit
 
 VAE_FILE, TEACHER_FILE, EXPORT_FILE = "vae.safetensors", "teacher.safetensors", "instantvir.safetensors"
+ODE_FILE = "ode.safetensors"            # the ode stage's causal student, the student stage's start
 
 
 def git_revision() -> str | None:

@@ -15,12 +15,18 @@ Memory per GPU, per stage (`memory`; bytes, world size W, documented in docs/tra
     trained model   P x (4 weights + 4 grads + 8 AdamW + 4 EMA if ema > 0), fp32 master copies;
                     / W under FSDP (run.parallel = "fsdp", the DiTs are sharded), x1 replicated
                     under DDP plus 4 P for DDP's gradient buckets
-    frozen model    P x its dtype's bytes (the trainer keeps them in fp32), replicated
+    frozen model    P x 4 (the trainer keeps them in fp32), replicated; the text encoder is not
+                    one: it runs at start-up only (below) and is freed before training
     activations     b = batch / (W x accumulate) samples of L tokens, width D, FFN F, depth N,
                     2 bytes (bf16) or 4 (fp32) a value: with checkpointing
                     b L (N D + 10 D + 2 F) bytes/value (the blocks' inputs plus one block's
                     recompute), without N b L (10 D + 2 F); the VAE's activations of the pixel
                     measurement term are not counted
+    text start-up   (`startup`, rank 0, before any stage model is built) the encoder's P_t x e
+                    bytes (e = 2 in bf16 on CUDA, 4 in fp32 on the CPU: `models.text.encoder_dtype`)
+                    plus one pass over b_t = captions.ENCODE_BATCH prompts of L_t tokens:
+                    b_t L_t (4 D_t + 3 F_t) e (a layer's hidden states, q/k/v, FFN branches) and
+                    3 b_t H_t L_t^2 e (attention scores, biased scores, probabilities)
 """
 
 from __future__ import annotations
@@ -216,9 +222,10 @@ def _entry(params: int, dtype: str, source: str, trained: bool, sharded: bool, *
     return {"params": params, "dtype": dtype, "source": source, "trained": trained, "sharded": sharded, **more}
 
 
-def check_weight_files(cfg: DistillConfig) -> dict:
+def check_weight_files(cfg: DistillConfig, caption_files: dict[Path, str] | None = None) -> dict:
     """Every weight file the config names that exists, checked (CheckpointError naming the key and
-    file otherwise); returns {"models": ..., "missing": [...]} as `plan_run` reports them."""
+    file otherwise), and with a text encoder the prompts and `caption_files` ({file: text}, see
+    `check_prompts`); returns {"models": ..., "missing": [...]} as `plan_run` reports them."""
     from instantvir_cli.models.dit import DiT
     from instantvir_cli.models.vae import LeanVAE
 
@@ -263,14 +270,17 @@ def check_weight_files(cfg: DistillConfig) -> dict:
 
     # the text encoder
     path = _resolve(cfg.text.encoder, "text.encoder", missing)
+    text = None
     if cfg.text.encoder:
         if path is not None:
             model, dtype, layout = checked("text.encoder", umt5_from_file, path)
         else:
             model, dtype, layout = _umt5(UMT5_XXL), "bfloat16", "umT5-XXL encoder, assumed"
-        models["text_encoder"] = _entry(_params(model), dtype, f"{path or cfg.text.encoder} ({layout})", False, False)
+        text = model.config
+        models["text_encoder"] = _entry(_params(model), dtype, f"{path or cfg.text.encoder} ({layout})", False, False,
+                                        startup_only=True)
         if path is not None:
-            check_prompts(cfg, path)
+            check_prompts(cfg, path, caption_files or {})
 
     # the teacher, the student and the critic (the teacher's architecture)
     path = _resolve(cfg.teacher.init, "teacher.init", missing)
@@ -283,6 +293,8 @@ def check_weight_files(cfg: DistillConfig) -> dict:
         n = _params(DiT(dcfg))
     models["teacher"] = _entry(n, dtype, source, "teacher" in stages, fsdp and "teacher" in stages,
                                arch=dataclasses.asdict(dcfg))
+    if "ode" in stages:
+        models["ode"] = _entry(n, models["teacher"]["dtype"], "the teacher's weights", True, fsdp)
     if "student" in stages:
         for key, name, on in (("weights", "student", True), ("critic_weights", "critic", cfg.student.dmd_weight > 0)):
             value = getattr(cfg.student, key)
@@ -297,14 +309,15 @@ def check_weight_files(cfg: DistillConfig) -> dict:
                 src = f"{value} (missing)"
             if on:
                 models[name] = _entry(n, dt, src, True, fsdp)
-    return {"models": models, "missing": missing, "dit": dcfg, "vae": vcfg}
+    return {"models": models, "missing": missing, "dit": dcfg, "vae": vcfg, "text": text}
 
 
-def check_prompts(cfg: DistillConfig, encoder: Path) -> None:
+def check_prompts(cfg: DistillConfig, encoder: Path, caption_files: dict[Path, str] | None = None) -> None:
     """The tokenizer beside `encoder` (or [text] tokenizer) exists and reads (CheckpointError naming
-    it), and every prompt the config names fits the encoder's length (ConfigError naming the key)."""
+    it), every prompt the config names fits the encoder's length (ConfigError naming the key), and
+    every caption file ({file: its text}) is non-empty and fits (ConfigError naming the file)."""
     from instantvir_cli.distill.weights import resolve_path
-    from instantvir_cli.models.text import _locate, clean_prompt, load_tokenizer
+    from instantvir_cli.models.text import _locate, count_tokens, load_tokenizer
 
     tok = resolve_path(cfg.text.tokenizer, "text.tokenizer") if cfg.text.tokenizer else None
     try:
@@ -316,17 +329,41 @@ def check_prompts(cfg: DistillConfig, encoder: Path) -> None:
                "data.caption": cfg.data.caption,
                **{f"data.captions.{k}": v for k, v in cfg.data.captions.items() if isinstance(v, str)}}
     for key, text in prompts.items():
-        n = len(tokenizer(clean_prompt(text), add_special_tokens=True)["input_ids"]) if text else 0
+        n = count_tokens(tokenizer, text) if text else 0
         if n > cfg.text.length:
             raise ConfigError(f"{key}: {n} tokens, more than the text encoder's {cfg.text.length}")
+    for file, text in (caption_files or {}).items():
+        if not text:
+            raise ConfigError(f"caption file {file}: empty (write the clip's caption, or remove the file)")
+        n = count_tokens(tokenizer, text)
+        if n > cfg.text.length:
+            raise ConfigError(f"caption file {file}: {n} tokens, more than the text encoder's {cfg.text.length}")
 
 
 def _bytes(dtype: str) -> int:
     return {"float32": 4, "bfloat16": 2, "float16": 2}.get(dtype.split("/")[0], 4)
 
 
-def memory_per_gpu(cfg: DistillConfig, models: dict, dcfg, vcfg, world: int, bf16: bool) -> dict:
-    """Bytes per GPU of each stage the run has (the formula in the module docstring)."""
+def text_startup(cfg: DistillConfig, models: dict, tcfg) -> dict | None:
+    """The text encoder's memory at start-up, on the rank that encodes (the module docstring)."""
+    from instantvir_cli.distill.captions import ENCODE_BATCH
+    from instantvir_cli.models.text import encoder_dtype
+
+    m = models.get("text_encoder")
+    if m is None or tcfg is None:
+        return None
+    dtype = encoder_dtype("cuda" if cfg.run.device in ("cuda", "auto") else "cpu")
+    e = torch.empty((), dtype=dtype).element_size()
+    b, Lt, D, F, H = ENCODE_BATCH, cfg.text.length, tcfg.d_model, tcfg.d_ff, tcfg.num_heads
+    weights = m["params"] * e
+    act = b * Lt * (4 * D + 3 * F) * e + 3 * b * H * Lt * Lt * e
+    return {"text_encoder_gib": round(weights / GIB, 2), "activations_gib": round(act / GIB, 2),
+            "peak_gib": round((weights + act) / GIB, 2), "dtype": str(dtype).replace("torch.", ""),
+            "prompts_per_pass": b, "freed_before_training": True}
+
+
+def memory_per_gpu(cfg: DistillConfig, models: dict, dcfg, vcfg, world: int, bf16: bool, tcfg=None) -> dict:
+    """Bytes per GPU of each stage the run has, and of the text start-up (the module docstring)."""
     fsdp = cfg.run.parallel == "fsdp"
     act_bytes = 2 if bf16 else 4
     ch, cw = cfg.data.crop_size
@@ -336,9 +373,10 @@ def memory_per_gpu(cfg: DistillConfig, models: dict, dcfg, vcfg, world: int, bf1
     out = {}
     for stage, trained_names, frozen_names, o in (
             ("vae", ["vae"], [], cfg.vae),
-            ("teacher", ["teacher"], ["vae", "teacher_vae", "text_encoder"], cfg.teacher),
+            ("teacher", ["teacher"], ["vae", "teacher_vae"], cfg.teacher),
+            ("ode", ["ode"], ["teacher", "teacher_vae", "vae"], cfg.ode),
             ("student", ["student", "critic"] + (["vae"] if cfg.student.train_vae != "none" else []),
-             ["teacher", "teacher_vae", "text_encoder"] + (["vae"] if cfg.student.train_vae == "none" else []),
+             ["teacher", "teacher_vae"] + (["vae"] if cfg.student.train_vae == "none" else []),
              cfg.student)):
         if stage not in cfg.run.stages:
             continue
@@ -366,6 +404,9 @@ def memory_per_gpu(cfg: DistillConfig, models: dict, dcfg, vcfg, world: int, bf1
         out[stage] = {"trained_states_gib": round(states / GIB, 2), "frozen_gib": round(frozen / GIB, 2),
                       "activations_gib": round(act / GIB, 2), "total_gib": round(total / GIB, 2),
                       "samples_per_gpu": b, "tokens": L if stage != "vae" else None}
+    startup = text_startup(cfg, models, tcfg)
+    if startup is not None:
+        out["startup"] = startup
     return out
 
 
@@ -385,7 +426,7 @@ def plan_run(cfg: DistillConfig, world: int | None = None) -> dict:
         "tasks": list(cfg.student.tasks) if "student" in cfg.run.stages else [],
         "models": found["models"],
         "missing": found["missing"],
-        "memory_per_gpu": memory_per_gpu(cfg, found["models"], found["dit"], found["vae"], world, bf16),
+        "memory_per_gpu": memory_per_gpu(cfg, found["models"], found["dit"], found["vae"], world, bf16, found["text"]),
     }
 
 
@@ -394,4 +435,4 @@ def to_json(plan: dict) -> str:
 
 
 __all__ = ["UMT5_XXL", "check_prompts", "check_weight_files", "dit_from_file", "leanvae_from_file", "memory_per_gpu", "plan_run",
-           "to_json", "umt5_from_file", "wan_vae_from_file"]
+           "text_startup", "to_json", "umt5_from_file", "wan_vae_from_file"]

@@ -5,11 +5,12 @@
 
 Every model is built on the device with random weights (nothing downloaded): the teacher, the
 causal student and the critic (the teacher's architecture), umT5's encoder with a tokenizer
-trained locally (`models.tiny_wan.write_tokenizer`), the LeanVAE. One iteration: the prompt and
-the negative prompt encoded (512 tokens), y = A(x) for sr4x, z_in = E(init(y)), z_hat =
-student(z_in) under the block-causal mask with gradient checkpointing, the measurement term through
-the decoder, the DMD prior with the guided teacher (two passes) and the critic, a student AdamW
-step, then a critic flow-matching step on sg(z_hat). Writes seconds per iteration (the last of
+trained locally (`models.tiny_wan.write_tokenizer`), the LeanVAE. As in a run, the prompt and the
+negative prompt are encoded first (512 tokens, the encoder in bf16 on CUDA) and the encoder freed
+before the other models are built (its peak reported apart). One iteration: y = A(x) for sr4x,
+z_in = E(init(y)), z_hat = student(z_in) under the block-causal mask with gradient checkpointing,
+the measurement term through the decoder, the DMD prior with the guided teacher (two passes) and
+the critic, a student AdamW step, then a critic flow-matching step on sg(z_hat). Writes seconds per iteration (the last of
 `--iters`), peak memory and the models' sizes as JSON.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import tempfile
 import time
@@ -40,18 +42,19 @@ def _sizes(tiny: bool):
     return dit, VAE_PRESETS["lean16"], {k: UMT5_XXL[k] for k in ("d_model", "d_kv", "num_heads", "d_ff", "num_layers")}, (81, 480, 832)
 
 
-def _text_encoder(text: dict, device: torch.device, dtype: torch.dtype, folder: Path):
+def _text_encoder(text: dict, device: torch.device, folder: Path):
     import transformers
 
     from instantvir_cli.distill.plan import UMT5_XXL
-    from instantvir_cli.models.text import TextEncoder
+    from instantvir_cli.models.text import TextEncoder, encoder_dtype
     from instantvir_cli.models.tiny_wan import write_tokenizer
 
     tok = write_tokenizer(folder)
     cfg = transformers.UMT5Config(**{**UMT5_XXL, **text, "vocab_size": max(len(tok), 256) if text["d_model"] < 256
                                      else UMT5_XXL["vocab_size"]})
     with torch.device(device):
-        model = transformers.UMT5EncoderModel(cfg).to(dtype).eval().requires_grad_(False)
+        model = transformers.UMT5EncoderModel._from_config(cfg, dtype=encoder_dtype(device))   # no fp32 copy
+    model = model.eval().requires_grad_(False)
     return TextEncoder(model, tok)
 
 
@@ -69,9 +72,15 @@ def run(tiny: bool = False, iters: int = 2, device: str | None = None) -> dict:
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        enc = _text_encoder(text, dev, torch.bfloat16 if cuda else torch.float32, Path(tmp) / "tokenizer")
-        context = enc.encode(["a man riding a bicycle down a city street"]).float()      # (1, 512, text_dim)
-        negative = enc.encode([""]).float()
+        enc = _text_encoder(text, dev, Path(tmp) / "tokenizer")
+        context = enc.encode(["a man riding a bicycle down a city street"])      # (1, 512, text_dim) fp32
+        negative = enc.encode([""])
+    text_params = sum(p.numel() for p in enc.model.parameters())
+    text_peak = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if cuda else None
+    del enc                                           # as a run frees it (distill.captions.RunText)
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
     dit_cfg = dataclasses.replace(dit_cfg, text_dim=context.shape[-1])
     with torch.device(dev):
         teacher = DiT(dit_cfg).eval().requires_grad_(False)
@@ -119,10 +128,11 @@ def run(tiny: bool = False, iters: int = 2, device: str | None = None) -> dict:
         "window": {"frames": T, "height": H, "width": W}, "latent": list(z_in.shape[1:]),
         "tokens": int(z_in.shape[2] * (z_in.shape[3] // 2) * (z_in.shape[4] // 2)),
         "params": {"dit": sum(p.numel() for p in teacher.parameters()),
-                   "text_encoder": sum(p.numel() for p in enc.model.parameters()),
+                   "text_encoder": text_params,
                    "vae": sum(p.numel() for p in vae.parameters())},
         "build_s": round(build_s, 2), "iter_s": [round(t, 3) for t in times], "s_per_iter": round(times[-1], 3),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if cuda else None,
+        "text_startup_peak_gib": text_peak,
         "loss": float(loss.detach()), "critic_loss": float(loss_c.detach()),
         "attention": "flex" if cuda else "chunked",
     }

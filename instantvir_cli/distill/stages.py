@@ -2,12 +2,14 @@
 
     VAEStage        LeanVAE <- L1 + wavelet-band L1 + KL; ends by folding the latent scale
     TeacherStage    DiT (bidirectional) <- flow matching on latents of clean windows
+    ODEStage        (optional, `distill/ode.py`) the causal student <- regression on teacher ODE pairs
     StudentStage    one per task: CausalStudent.from_teacher <- measurement + DMD (+ GT);
                     critic (a DiT initialized from the teacher) <- flow matching on sg(z_hat)
 
-`trainer.StageLoop` drives them: it owns the step counter, resume, logging and validation
-cadence; a stage owns its models (`trained`), `train_step(step, micro)` over the micro-batches
-of one optimizer step, `validate()` and `finish()` (its output file).
+`trainer.run_stage` drives them, in the order `trainer.stages_for` gives: it owns the step
+counter, resume, logging and validation cadence; a stage owns its models (`trained`),
+`train_step(step, micro)` over the micro-batches of one optimizer step, `validate()` and
+`finish()` (its output file).
 """
 
 from __future__ import annotations
@@ -402,11 +404,13 @@ class StudentStage(Stage):
 
     # ------------------------------------------------------------------ pieces
     def initial(self, key: str, what: str) -> DiT:
-        """The starting weights of the student or critic: [student] weights / critic_weights, else the teacher."""
+        """The starting weights of the student or critic: [student] weights / critic_weights, the
+        student's also the ode stage's output (ode.safetensors), else the teacher."""
         path = getattr(self.c, key)
-        if not path:
+        ode = self.ctx.ode_path() if key == "weights" else None
+        if not path and ode is None:
             return self.teacher
-        dit, _ = X.load_teacher(resolve_path(path, f"student.{key}"))
+        dit, _ = X.load_teacher(ode if ode is not None else resolve_path(path, f"student.{key}"))
         if dit.config != self.teacher.config:
             raise ConfigError(f"student.{key}: the {what}'s architecture differs from the teacher's "
                               f"({dit.config} vs {self.teacher.config})")
@@ -561,18 +565,4 @@ class StudentStage(Stage):
         return path
 
 
-def stages_for(ctx) -> list:
-    """The stage factories in run order: (name, build function)."""
-    out = []
-    for s in ctx.cfg.run.stages:
-        if s == "vae":
-            out.append(("vae", lambda: VAEStage(ctx)))
-        elif s == "teacher":
-            out.append(("teacher", lambda: TeacherStage(ctx)))
-        else:
-            for task in ctx.cfg.student.tasks:
-                out.append((f"student_{task}", lambda task=task: StudentStage(ctx, task)))
-    return out
-
-
-__all__ = ["Stage", "StudentStage", "TeacherStage", "Trained", "VAEStage", "lr_factor", "stages_for"]
+__all__ = ["Stage", "StudentStage", "TeacherStage", "Trained", "VAEStage", "lr_factor"]

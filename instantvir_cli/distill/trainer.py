@@ -8,18 +8,21 @@ The run folder:
     config.toml                     the effective config (also inside every checkpoint)
     log.jsonl                       one JSON object per line: train steps (losses, learning rates,
                                     grad norms, steps/s), validations, stage boundaries
+    text.pt                         a text run's contexts of every prompt, encoded at start-up
+                                    (captions.RunText: the encoder is freed before training)
     <stage>/state.pt                resumable state: models, critic, optimizers, EMA, step, data
                                     position and RNG state, upstream artifact ids, config
-    vae.safetensors, teacher.safetensors, student_<task>/student.safetensors   stage outputs
+    vae.safetensors, teacher.safetensors, ode.safetensors, student_<task>/student.safetensors   stage outputs
     instantvir.safetensors          the export `vir restore --checkpoint` loads (see export.py)
 
-Stages run in order: vae, teacher, then one student stage per task. With `run.max_minutes`
-(`--max-minutes`) each stage gets the time still left divided in proportion to the planned steps
-of the stages still to run (`stage_budget`), stops after the step that passes it, and ends as at
-its last step (validation, state, its file, the export). `--resume` continues each
-stage from its last state (exactly, on the CPU: data and noise are functions of the step),
-skips stages already finished, and restarts a stage whose inputs (the VAE or teacher files)
-changed since its state was written. The core reports progress through `on_event(Event)` on
+Stages run in order: vae, teacher, ode (when named: the causal student's ODE-regression start),
+then one student stage per task. With `run.max_minutes` (`--max-minutes`) each stage gets the
+time still left divided in proportion to the planned steps of the stages still to run
+(`stage_budget`), stops after the step that passes it, and ends as at its last step (validation,
+state, its file, the export). `--resume` continues each stage from its last state (exactly, on
+the CPU: data and noise are functions of the step), skips stages already finished, and restarts
+a stage whose inputs (the VAE, teacher or ode files) changed since its state was written. The
+core reports progress through `on_event(Event)` on
 rank 0; the CLI renders it.
 """
 
@@ -55,7 +58,7 @@ from instantvir_cli.distill.data import (
     load_val_clip,
     make_loader,
 )
-from instantvir_cli.distill.captions import RunText, find_captions
+from instantvir_cli.distill.captions import TEXT_FILE, RunText, caption_files, find_captions, run_prompts
 from instantvir_cli.distill.plan import check_weight_files
 from instantvir_cli.distill.weights import artifact_identity, check_weight_paths, config_value, resolve_path
 from instantvir_cli.distill.dist import (
@@ -67,7 +70,8 @@ from instantvir_cli.distill.dist import (
     optimizer_state,
     shutdown,
 )
-from instantvir_cli.distill.stages import STUDENT_FILE, lr_factor, stages_for
+from instantvir_cli.distill.ode import ODEStage
+from instantvir_cli.distill.stages import STUDENT_FILE, StudentStage, TeacherStage, VAEStage, lr_factor
 from instantvir_cli.atomic import TargetLock, atomic_write, remove_stale
 from instantvir_cli.errors import ConfigError, OutputRefused
 from instantvir_cli.models.checkpoint import load_checkpoint, read_header
@@ -162,7 +166,10 @@ def check_config(cfg: DistillConfig) -> None:
     for name, T in (("data.frames", d.frames), ("data.val_frames", d.val_frames)):
         if (T - 1) % vae.time_factor:
             raise ConfigError(f"{name}: {T} frames must be 1 + k * {vae.time_factor} for this VAE")
-    for key in ("vae", "teacher", "student"):
+    if "ode" in cfg.run.stages and cfg.student.weights:
+        raise ConfigError("student.weights: the ode stage makes the student's start: leave student.weights "
+                          "empty, or take ode out of run.stages")
+    for key in ("vae", "teacher", "ode", "student"):
         o = getattr(cfg, key)
         if o.batch % o.accumulate:
             raise ConfigError(f"{key}.batch: {o.batch} is not divisible by {key}.accumulate = {o.accumulate}")
@@ -187,14 +194,14 @@ class RunContext:
     emit: Callable[[Event], None]
     steps_done: dict[str, int] = field(default_factory=dict)
     bf16: bool = False
-    text: RunText | None = None                 # the text encoder of a text-conditioned teacher
+    text: RunText | None = None                 # the text contexts of a text-conditioned teacher
     captions: dict[str, str] = field(default_factory=dict)
 
     def text_record(self, prompt: str) -> dict:
         """What an export records of its text student: the prompt and where its encoder was."""
         t = self.text
-        return {"prompt": prompt, "negative_prompt": t.negative_prompt, "length": t.encoder.length,
-                "dim": t.dim, **t.encoder.source}
+        return {"prompt": prompt, "negative_prompt": t.negative_prompt, "length": t.length,
+                "dim": t.dim, **t.source}
 
     def autocast(self):
         if self.bf16:
@@ -217,6 +224,11 @@ class RunContext:
 
     def teacher_path(self) -> Path:
         return self._model_path("teacher", X.TEACHER_FILE, self.cfg.teacher.init)
+
+    def ode_path(self) -> Path | None:
+        """The student's start made by the ode stage (this run's, or one the folder holds), or None."""
+        f = self.out / X.ODE_FILE
+        return f if not self.cfg.student.weights and ("ode" in self.cfg.run.stages or f.is_file()) else None
 
     def provenance(self, stage: str, steps: int) -> dict:
         self.steps_done[stage] = steps
@@ -257,7 +269,7 @@ def _optim_cfg(cfg: DistillConfig, stage: str):
 
 
 def _artifact(ctx: RunContext, stage: str) -> Path:
-    return {"vae": ctx.out / X.VAE_FILE, "teacher": ctx.out / X.TEACHER_FILE}.get(
+    return {"vae": ctx.out / X.VAE_FILE, "teacher": ctx.out / X.TEACHER_FILE, "ode": ctx.out / X.ODE_FILE}.get(
         stage, ctx.out / stage / STUDENT_FILE)
 
 
@@ -266,9 +278,13 @@ def _upstream(ctx: RunContext, stage: str) -> dict:
         return {}
     ident = lambda key: artifact_identity(resolve_path(config_value(ctx.cfg, key), key)) if config_value(ctx.cfg, key) else ""
     up = {"vae": artifact_identity(ctx.vae_path()), "teacher_vae": ident("teacher.vae"), "text": ident("text.encoder")}
+    if stage == "ode":
+        up.update(teacher=artifact_identity(ctx.teacher_path()))
     if stage.startswith("student_"):
         up.update(teacher=artifact_identity(ctx.teacher_path()), weights=ident("student.weights"),
                   critic_weights=ident("student.critic_weights"))
+        if ctx.ode_path() is not None:          # starts from the ode stage's file
+            up["ode"] = artifact_identity(ctx.ode_path())
     return up
 
 
@@ -433,6 +449,22 @@ def run_stage(ctx: RunContext, name: str, factory, max_steps: int | None, resume
     ctx.emit(Event("done", name, final, target, rate=rate, message=str(path) if path else ""))
 
 
+def stages_for(ctx) -> list:
+    """The stage factories in run order: (name, build function)."""
+    out = []
+    for s in ctx.cfg.run.stages:
+        if s == "vae":
+            out.append(("vae", lambda: VAEStage(ctx)))
+        elif s == "teacher":
+            out.append(("teacher", lambda: TeacherStage(ctx)))
+        elif s == "ode":
+            out.append(("ode", lambda: ODEStage(ctx)))
+        else:
+            for task in ctx.cfg.student.tasks:
+                out.append((f"student_{task}", lambda task=task: StudentStage(ctx, task)))
+    return out
+
+
 #################################################################################
 #                                     Entry                                     #
 #################################################################################
@@ -514,17 +546,20 @@ def run_distill(
         shutdown(env)
 
 
-def build_context(cfg: DistillConfig, env: DistEnv, emit=None) -> RunContext:
-    """Sources, validation clips, log and helpers of a run (the run folder must exist)."""
+def build_context(cfg: DistillConfig, env: DistEnv, emit=None, sources: Sources | None = None) -> RunContext:
+    """Sources, validation clips, log, text contexts and helpers of a run. The text encoder is
+    loaded, run over every prompt and freed here (`captions.RunText.prepare`), before any stage
+    model exists; its contexts go to the run folder's text.pt when the folder exists."""
     out = Path(cfg.run.out).expanduser()
     torch.manual_seed(cfg.run.seed)
-    sources = find_sources(cfg.data)
+    sources = sources or find_sources(cfg.data)
+    captions = find_captions(sources, cfg.data)
+    text = RunText.prepare(cfg, run_prompts(cfg, captions), env, out / TEXT_FILE if out.is_dir() else None)
     val = {s.name: load_val_clip(s, cfg.data.val_frames, cfg.data.val_size).to(env.device)
            for s in sources.val} if env.main else {}
     bf16 = env.device.type == "cuda" and cfg.run.precision in ("auto", "bf16")
     return RunContext(cfg, out, env, sources, val, JsonlLog(out / LOG_FILE if env.main else None),
-                      emit or (lambda e: None), bf16=bf16, text=RunText.from_config(cfg, env.device),
-                      captions=find_captions(sources, cfg.data))
+                      emit or (lambda e: None), bf16=bf16, text=text, captions=captions)
 
 
 def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) -> RunResult:
@@ -535,11 +570,9 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
     if cfg.run.precision == "bf16" and env.device.type == "cpu":
         emit(Event("info", message="run.precision = 'bf16' is for CUDA; on the CPU the run stays in fp32"))
     check_weight_paths(cfg)              # a missing weight file stops the run before anything is written,
-    check_weight_files(cfg)              # ... and so do a wrong layout or shape, no tokenizer, a long prompt
-    if cfg.data.pack:                    # ... and a data pack that is missing or does not match its manifest
-        from instantvir_cli.distill.pack import open_pack
-
-        open_pack(cfg.data.pack)
+    sources = find_sources(cfg.data)     # ... and so do bad data (a data pack missing or unlike its manifest),
+    check_weight_files(cfg, caption_files(sources) if cfg.text.encoder else None)   # a wrong layout or shape,
+                                         # no tokenizer, a long prompt, an empty or long caption file
     made = [p for p in [out, *out.parents] if not p.exists()]      # folders this start creates
     lock = None
     if env.main:
@@ -550,7 +583,7 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
         lock = TargetLock(out, "running a distill into")           # one run per folder
     fresh = not (out.is_dir() and holds_run(out))
     try:
-        return _run_locked(cfg, env, max_steps, resume, emit, out)
+        return _run_locked(cfg, env, max_steps, resume, emit, out, sources)
     except BaseException:
         undo = env.main and fresh and out.is_dir() and not holds_run(out)
         if lock is not None:
@@ -564,8 +597,8 @@ def _run(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, on_event) ->
 
 
 def _undo_start(out: Path, made: list[Path]) -> None:
-    """Remove what a failed start wrote: config.toml, log.jsonl, and the folders it created (if empty)."""
-    for name in (CONFIG_FILE, LOG_FILE):
+    """Remove what a failed start wrote: config.toml, log.jsonl, text.pt, and the folders it created (if empty)."""
+    for name in (CONFIG_FILE, LOG_FILE, TEXT_FILE):
         (out / name).unlink(missing_ok=True)
     for p in [*sorted(out.glob("*/"), reverse=True), *made]:
         try:
@@ -574,12 +607,13 @@ def _undo_start(out: Path, made: list[Path]) -> None:
             pass
 
 
-def _run_locked(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, emit, out: Path) -> RunResult:
+def _run_locked(cfg: DistillConfig, env: DistEnv, max_steps, resume: bool, emit, out: Path,
+                sources: Sources) -> RunResult:
     ends_at = time.monotonic() + 60 * cfg.run.max_minutes       # the budget counts from here
     if env.main:
         _prepare_folder(cfg, out, resume, emit)
     env.barrier()
-    ctx = build_context(cfg, env, emit)
+    ctx = build_context(cfg, env, emit, sources)
     sources = ctx.sources
     if env.main:
         ctx.log.write({"kind": "run", "world": env.world, "device": str(env.device), "resume": resume,

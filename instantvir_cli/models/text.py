@@ -19,7 +19,9 @@ nothing is ever fetched. Prompts are cleaned as Wan cleans them (HTML entities, 
 space), tokenized with the end-of-sequence token, and encoded at Wan's length of 512 tokens; as
 in Wan's `T5EncoderModel` + `WanModel`, the outputs past a prompt's own tokens are ZERO (not the
 encoder's outputs at padding positions). A prompt of more than 512 tokens is an error (Wan
-truncates it silently). transformers is an optional dependency (`pip install 'instantvir-cli[wan]'`).
+truncates it silently). The encoder runs in bf16 on CUDA (as Wan runs it, and as its file stores
+it) and in fp32 on the CPU (`encoder_dtype`); contexts are returned in fp32 either way.
+transformers is an optional dependency (`pip install 'instantvir-cli[wan]'`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def _transformers():
     except ImportError:
         raise CheckpointError("a text encoder needs transformers: pip install 'instantvir-cli[wan]'") from None
     return transformers
+
+
+def encoder_dtype(device: str | torch.device) -> torch.dtype:
+    """The text encoder's dtype on `device`: bf16 on CUDA, fp32 elsewhere (no fast bf16 on these CPUs)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
 def clean_prompt(text: str) -> str:
@@ -151,8 +158,13 @@ def load_tokenizer(folder: Path):
         raise CheckpointError(f"{folder}: not a readable tokenizer folder ({first})") from None
 
 
-def load_umt5(weights: Path):
-    """transformers' UMT5EncoderModel from a diffusers/transformers folder or Wan's file (fp32, eval)."""
+def count_tokens(tokenizer, text: str) -> int:
+    """Tokens of `text` as the encoder sees it: cleaned, with the end-of-sequence token."""
+    return len(tokenizer(clean_prompt(text), add_special_tokens=True)["input_ids"])
+
+
+def load_umt5(weights: Path, dtype: torch.dtype = torch.float32):
+    """transformers' UMT5EncoderModel from a diffusers/transformers folder or Wan's file (`dtype`, eval)."""
     T = _transformers()
     if weights.is_dir():
         cfg_file, raw = read_config_json(weights, "a transformers text_encoder/ folder")
@@ -174,7 +186,7 @@ def load_umt5(weights: Path):
     else:
         sd = {k: v for k, v in sd.items() if k != _TIED}
         check_state_dict(expected, sd, f"umT5 encoder of {weights}")
-    sd = {k: v.float() for k, v in sd.items()}
+    sd = {k: v.to(dtype) for k, v in sd.items()}
     sd[_TIED] = sd["shared.weight"]
     model.load_state_dict(sd, strict=True, assign=True)
     model.tie_weights()
@@ -199,12 +211,10 @@ class TextEncoder:
     @classmethod
     def load(cls, encoder: str | Path, tokenizer: str | Path | None = None, length: int = TEXT_LENGTH,
              device: str | torch.device = "cpu") -> TextEncoder:
-        from .identity import weights_identity
-
+        """From its files, in `encoder_dtype(device)` on `device`."""
         weights, tok = _locate(Path(encoder).expanduser(), Path(tokenizer).expanduser() if tokenizer else None)
-        model = load_umt5(weights).to(device)
-        source = {"encoder": weights_identity(weights), "tokenizer": str(tok.resolve())}
-        return cls(model, load_tokenizer(tok), length, source)
+        model = load_umt5(weights, encoder_dtype(device)).to(device)
+        return cls(model, load_tokenizer(tok), length, encoder_source(encoder, tokenizer))
 
     @property
     def dim(self) -> int:
@@ -239,6 +249,13 @@ class TextEncoder:
         h = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()   # (B, length, D)
         return h * mask[..., None].to(h.dtype)
 
+    def encode_rows(self, prompts: list[str]) -> list[Tensor]:
+        """Each prompt's own rows of `encode`, (n_i, D) in the encoder's dtype on the CPU (exact:
+        `pad_rows` gives `encode` back bit for bit; the dtype cast loses nothing, bf16 -> fp32 -> bf16)."""
+        _, mask = self.tokenize(prompts)
+        h = self.encode(prompts).to(next(self.model.parameters()).dtype).cpu()        # (B, length, D)
+        return [h[b, :int(n)].clone() for b, n in enumerate(mask.sum(1))]
+
     def embed(self, prompts: list[str] | str) -> Tensor:
         """Like `encode`, but each distinct prompt is encoded once per TextEncoder and kept (on the CPU)."""
         if isinstance(prompts, str):
@@ -248,6 +265,23 @@ class TextEncoder:
             for p, e in zip(new, self.encode(new).cpu()):
                 self._cache[p] = e
         return torch.stack([self._cache[p] for p in prompts])
+
+
+def pad_rows(rows: list[Tensor], length: int = TEXT_LENGTH) -> Tensor:
+    """(B, length, D) float32 from each prompt's rows (n_i, D), zero past them (Wan's padding)."""
+    out = torch.zeros(len(rows), length, rows[0].shape[-1])
+    for b, r in enumerate(rows):
+        out[b, :r.shape[0]] = r.float()
+    return out
+
+
+def encoder_source(encoder: str | Path, tokenizer: str | Path | None = None) -> dict:
+    """{"encoder": identity of the weights (path, size, content hash), "tokenizer": folder}: what a
+    run and an export record of a text encoder, without loading it."""
+    from .identity import weights_identity
+
+    weights, tok = _locate(Path(encoder).expanduser(), Path(tokenizer).expanduser() if tokenizer else None)
+    return {"encoder": weights_identity(weights), "tokenizer": str(tok.resolve())}
 
 
 def prompt_context(record: dict, prompt: str, device: str | torch.device = "cpu") -> Tensor:
@@ -270,5 +304,6 @@ def prompt_context(record: dict, prompt: str, device: str | torch.device = "cpu"
     return enc.embed(prompt).to(device)
 
 
-__all__ = ["TEXT_LENGTH", "prompt_context", "WAN_NEGATIVE_PROMPT", "WAN_T5_KEYS", "TextEncoder", "clean_prompt", "convert_wan_t5",
-           "load_tokenizer", "load_umt5", "umt5_config_from_wan", "wan_t5_names"]
+__all__ = ["TEXT_LENGTH", "WAN_NEGATIVE_PROMPT", "WAN_T5_KEYS", "TextEncoder", "clean_prompt", "convert_wan_t5",
+           "count_tokens", "encoder_dtype", "encoder_source", "load_tokenizer", "load_umt5", "pad_rows",
+           "prompt_context", "umt5_config_from_wan", "wan_t5_names"]

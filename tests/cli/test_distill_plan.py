@@ -45,7 +45,8 @@ def test_recipe_dry_run_json(task, lr, meas, warmup, no_weights, tmp_path):
     assert (plan["parallel"], plan["precision"], plan["grad_checkpointing"], plan["tasks"]) == ("fsdp", "bf16", True, [task])
     mem = plan["memory_per_gpu"]["student"]
     assert mem["tokens"] == 21 * 30 * 52 and mem["samples_per_gpu"] == 4
-    assert 0 < mem["trained_states_gib"] < mem["total_gib"] < 80
+    assert 0 < mem["trained_states_gib"] < mem["total_gib"] < 40
+    assert m["text_encoder"]["startup_only"] and plan["memory_per_gpu"]["startup"]["peak_gib"] < 16
     assert not (tmp_path / "run").exists()
     from instantvir_cli.config import load_config
 
@@ -66,6 +67,15 @@ def test_memory_estimate_follows_the_formula(no_weights):
     assert ddp["trained_states_gib"] == pytest.approx((P * 24 + P * 20) / 2**30, abs=0.01)   # replicated + buckets
     L, D, F, N = 32760, 1536, 8960, 30
     assert fsdp["activations_gib"] == pytest.approx(4 * L * (N * D + 10 * D + 2 * F) * 2 / 2**30, abs=0.01)
+    # frozen in fp32: the teacher and both VAEs; umT5-XXL is not among them (start-up only, then freed)
+    assert fsdp["frozen_gib"] == pytest.approx((P + 126_892_531 + 39_785_940) * 4 / 2**30, abs=0.01)
+    start = plan_run(cfg, 8)["memory_per_gpu"]["startup"]
+    assert start["dtype"] == "bfloat16" and start["freed_before_training"]
+    assert start["text_encoder_gib"] == pytest.approx(UMT5_XXL_ENCODER_PARAMS * 2 / 2**30, abs=0.01)
+    b, Lt, Dt, Ft, H = 8, 512, 4096, 10240, 64
+    act = (b * Lt * (4 * Dt + 3 * Ft) * 2 + 3 * b * H * Lt * Lt * 2) / 2**30
+    assert start["activations_gib"] == pytest.approx(act, abs=0.01)
+    assert start["peak_gib"] == pytest.approx(start["text_encoder_gib"] + act, abs=0.01)
 
 
 # ------------------------------------------------------------------ weight files that exist

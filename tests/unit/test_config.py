@@ -83,7 +83,7 @@ def test_shipped_configs_load_and_check(path):
     ("[run]\nstages = [\"vae\", 2]", r"^run\.stages\[1\]: expected string, got integer 2"),
     ("[student]\nmeas_space = \"pixels\"", r"^student\.meas_space: expected one of pixel, latent, got 'pixels'"),
     ("[data]\nframes = 8", r"^data: frames and val_frames must be 1 \+ 4k"),
-    ("[run]\nstages = [\"student\", \"vae\"]", r"^run: stages run in the order vae, teacher, student"),
+    ("[run]\nstages = [\"student\", \"vae\"]", r"^run: stages run in the order vae, teacher, ode, student"),
     ("[student]\ntasks = [\"denoise\"]", r"^student: tasks must be distinct names among inpaint, deblur, sr4x"),
     ("student = 3", r"^student: expected a table, got integer 3"),
 ])

@@ -97,3 +97,20 @@ def test_bad_input_is_one_error(tiny, tmp_path):
     torch.save(wan, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.q\.weight"):
         load_umt5(tmp_path / "bad.pth")
+
+
+def test_dtype_rule_and_rows_give_encode_back(tiny):
+    """bf16 on CUDA, fp32 on the CPU; a prompt's own rows, padded, are `encode` bit for bit (both dtypes)."""
+    from instantvir_cli.models.text import encoder_dtype, pad_rows
+
+    assert encoder_dtype("cuda") == torch.bfloat16 and encoder_dtype("cpu") == torch.float32
+    enc = TextEncoder.load(tiny)
+    assert next(enc.model.parameters()).dtype == torch.float32
+    bf16 = TextEncoder(load_umt5(tiny / "text_encoder", torch.bfloat16), enc.tokenizer)
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    prompts = ["a red car driving on a wet road", "a cat", ""]
+    for e, dtype in ((enc, torch.float32), (bf16, torch.bfloat16)):
+        rows = e.encode_rows(prompts)
+        _, mask = e.tokenize(prompts)
+        assert [r.shape[0] for r in rows] == mask.sum(1).tolist() and rows[0].dtype == dtype
+        assert torch.equal(pad_rows(rows), e.encode(prompts))

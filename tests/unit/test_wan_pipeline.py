@@ -175,3 +175,120 @@ def test_bad_weights_are_one_error_before_anything_is_written(clips, foreign, wa
     assert not out.exists()
     with pytest.raises(ConfigError, match="VIR_TEST_WAN"):
         resolve_path("${VIR_TEST_WAN}/x", "text.encoder")
+
+
+# ------------------------------------------------------------------ text encoded at start-up
+
+def test_text_encoder_is_freed_before_training(clips, foreign, wan_env, tmp_path, monkeypatch):
+    """Every prompt is encoded at start-up; no reference to the encoder survives into the stages."""
+    import weakref
+
+    from instantvir_cli.models.text import TextEncoder
+
+    refs, load = [], TextEncoder.load.__func__
+
+    def tracked(cls, *args, **kwargs):
+        enc = load(cls, *args, **kwargs)
+        refs.extend([weakref.ref(enc), weakref.ref(enc.model)])
+        return enc
+
+    monkeypatch.setattr(TextEncoder, "load", classmethod(tracked))
+    alive = []
+
+    def on_event(e):
+        if e.kind in ("stage", "step"):
+            import gc
+
+            gc.collect()
+            alive.append(any(r() is not None for r in refs))
+
+    run_distill(config(clips, foreign, tmp_path / "run"), max_steps=1, on_event=on_event)
+    assert len(refs) == 2 and alive and not any(alive)
+    assert (tmp_path / "run" / "text.pt").is_file()
+
+
+def test_cached_contexts_equal_the_encoders(clips, foreign, wan_env, tmp_path):
+    from instantvir_cli.distill.captions import run_prompts
+    from instantvir_cli.models.text import WAN_NEGATIVE_PROMPT, TextEncoder, count_tokens
+
+    cfg = config(clips, foreign, tmp_path / "run")
+    ctx = build_context(cfg, DistEnv())
+    prompts = run_prompts(cfg, ctx.captions)
+    assert set(prompts) == {"a red car driving on a wet road", "a cat", "", WAN_NEGATIVE_PROMPT}
+    enc = TextEncoder.load(foreign / "wan")
+    for p in prompts:                                           # one at a time, on the fly
+        assert torch.equal(ctx.text.contexts([p]), enc.encode([p])), p
+    assert torch.equal(ctx.text.negative(), enc.encode([WAN_NEGATIVE_PROMPT]))
+    both = ctx.text.contexts(["a cat", "a red car driving on a wet road"])
+    assert both.shape == (2, 512, TEXT_DIM) and both.dtype == torch.float32
+    n = count_tokens(enc.tokenizer, "a cat")
+    assert (both[0, n:] == 0).all() and (both[0, :n].abs().sum(-1) > 0).all()     # zero past "a cat</s>"
+    with pytest.raises(KeyError, match="not encoded at start-up"):
+        ctx.text.contexts(["a prompt nobody named"])
+
+
+def test_resume_is_exact_and_reads_the_saved_contexts(clips, foreign, wan_env, tmp_path, monkeypatch):
+    from instantvir_cli.models.text import TextEncoder
+
+    ref = tmp_path / "ref"
+    run_distill(config(clips, foreign, ref))                    # 2 steps
+    out = tmp_path / "b"
+    run_distill(config(clips, foreign, out), max_steps=1)
+
+    def no_encoder(*a, **k):
+        raise AssertionError("the encoder was loaded on resume")
+
+    monkeypatch.setattr(TextEncoder, "load", no_encoder)
+    run_distill(config(clips, foreign, out), resume=True)
+    log = (out / "log.jsonl").read_text()
+    assert '"kind": "resume", "stage": "student_inpaint", "step": 1' in log
+    a = torch.load(ref / "student_inpaint" / "state.pt", weights_only=True)
+    b = torch.load(out / "student_inpaint" / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 2
+    for k in a["modules"]:                                      # student and critic, bit for bit
+        assert a["modules"][k].keys() == b["modules"][k].keys()
+        assert all(torch.equal(v, b["modules"][k][n]) for n, v in a["modules"][k].items()), k
+        sa, sb = a["optim"][k]["state"], b["optim"][k]["state"]
+        assert all(torch.equal(sa[i][j], sb[i][j]) for i in sa for j in sa[i]), k
+    ta, tb = (torch.load(d / "text.pt", weights_only=True)["rows"] for d in (ref, out))
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.mark.parametrize("text,why", [(" \n", "empty"), ("cat " * 600, "more than the text encoder's 512")])
+def test_bad_caption_file_is_one_error_before_anything_is_written(clips, foreign, wan_env, tmp_path, text, why):
+    (tmp_path / "c").mkdir()
+    for f in clips.iterdir():
+        (tmp_path / "c" / f.name).symlink_to(f)
+    (tmp_path / "c" / "train_a.txt").write_text(text)
+    cfg = config(tmp_path / "c", foreign, tmp_path / "run")
+    with pytest.raises(ConfigError) as err:
+        run_distill(cfg)
+    msg = str(err.value)
+    assert err.value.exit_code == 9 and "\n" not in msg
+    assert msg.startswith(f"caption file {tmp_path / 'c' / 'train_a.txt'}: ") and why in msg
+    assert not (tmp_path / "run").exists()
+
+
+def test_other_ranks_and_a_changed_encoder(clips, foreign, wan_env, tmp_path, monkeypatch):
+    """Rank 0 encodes and writes text.pt; another rank reads it without an encoder; an encoder of
+    another identity encodes every prompt anew."""
+    from instantvir_cli.distill.captions import RunText
+    from instantvir_cli.models.text import TextEncoder
+
+    cfg = config(clips, foreign, tmp_path / "run")
+    path = tmp_path / "text.pt"
+    prompts = ["a cat", "", "a red car driving on a wet road"]
+    main = RunText.prepare(cfg, prompts, DistEnv(), path)
+    monkeypatch.setattr(DistEnv, "barrier", lambda self: None)
+    load = TextEncoder.load
+    monkeypatch.setattr(TextEncoder, "load", lambda *a, **k: pytest.fail("rank 1 loaded the encoder"))
+    other = RunText.prepare(cfg, prompts, DistEnv(rank=1, world=2), path)
+    assert torch.equal(other.contexts(prompts), main.contexts(prompts)) and other.source == main.source
+    monkeypatch.setattr(TextEncoder, "load", load)
+    data = torch.load(path, weights_only=True)
+    data["source"] = {**data["source"], "tokenizer": "elsewhere"}
+    data["rows"] = {p: r + 1 for p, r in data["rows"].items()}
+    torch.save(data, path)
+    again = RunText.prepare(cfg, prompts, DistEnv(), path)      # not this encoder's: encoded anew
+    assert torch.equal(again.contexts(prompts), main.contexts(prompts))
+    assert torch.load(path, weights_only=True)["source"] == main.source
