@@ -479,6 +479,13 @@ class VideoReader:
         if info.container == MOV and info.frames_exact and info.frames and samples < info.frames:
             missing = info.frames - samples
             reason = f"the file is truncated: {samples} of {info.frames} frames present"
+        if (info.container == "avi" and info.frames_exact and info.frames and read_end is not None and info.fps
+                and (short := info.frames - round(float((read_end - info.start_pts) * tb * info.fps))) >= 1):
+            # an AVI header's dwLength counts the frames, dropped ones (empty chunks) included, and a
+            # chunk's pts is its frame number: frames missing at the end leave the last pts short of it
+            # (FFmpeg takes the stream's duration from the chunks it finds when the index is lost)
+            missing = short
+            reason = f"the file is truncated: it ends at frame {info.frames - short} of the {info.frames} its header declares"
         if indexed and info.frames_exact and info.frames and samples > info.frames:
             reason = f"it holds {samples} frames, more than the {info.frames} its header declares"
         undecoded = packets - decoded - self.damage.lost

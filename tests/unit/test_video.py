@@ -644,3 +644,30 @@ def test_whole_transport_streams_pass_the_sync_check(tmp_path):
     assert mpegts_sync_errors(good) is None and mpegts_sync_errors(m2ts) is None
     with VideoReader(m2ts, block_size=8) as reader:
         assert sum(b.frames for b in reader) == 8
+
+
+def test_an_avi_cut_between_chunks_is_truncated(tmp_path):
+    # its index (at the end) is lost, so FFmpeg takes the duration from the chunks it finds; the
+    # header's frame count still says 16 (found by the long fuzzing run: exit 0 with 14 frames)
+    clip = media.generate("cut.avi", media._src("96x64", "8", 2) + ["-c:v", "mjpeg", "-q:v", "5"])
+    with av.open(str(clip)) as c:
+        pos = [p.pos for p in c.demux(video=0) if p.size]
+    assert len(pos) == 16
+    bad = tmp_path / "cut.avi"
+    bad.write_bytes(clip.read_bytes()[: pos[14] - 8])                  # chunks 0-13 whole, nothing after
+    with pytest.raises(InputCorrupt, match="ends at frame 14 of the 16"):
+        with VideoReader(bad, block_size=8) as reader:
+            for _ in reader:
+                pass
+
+
+def test_an_avi_with_dropped_frames_is_whole(tmp_path):
+    # a capture that dropped frames: the muxer writes empty chunks, which count in the header's length
+    clip = media.generate("drops.avi", media._src("96x64", "8", 2)
+                          + ["-vf", "select='not(between(n,5,7))'", "-fps_mode", "passthrough", "-c:v", "mjpeg"])
+    with av.open(str(clip)) as c:
+        assert c.streams.video[0].frames == 16
+        pts = [p.pts for p in c.demux(video=0) if p.size]
+    assert pts[4:6] == [4, 8] and len(pts) == 13                      # the drops are there, as a jump in the index
+    with VideoReader(clip, block_size=8) as reader:
+        assert sum(b.frames for b in reader) == 13
