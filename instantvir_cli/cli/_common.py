@@ -10,6 +10,7 @@ from typing import Annotated, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -90,8 +91,8 @@ def handle_errors(interrupted: str = "nothing was written to the output path") -
     except VirError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print(f"[red]interrupted[/red]: {interrupted}")
+    except KeyboardInterrupt as exc:   # the core may say what the output holds (a stream finished early)
+        err_console.print(f"[red]interrupted[/red]: {escape(str(exc)) if str(exc) else interrupted}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
