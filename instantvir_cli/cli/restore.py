@@ -43,7 +43,7 @@ def restore(
     input: Annotated[
         list[str],
         typer.Argument(help="Degraded videos, or folders of them (their video files, not recursing); one "
-                       "stream: - (stdin), a URL or a device.", metavar="IN...", show_default=False),
+                       "stream: - (stdin), a URL or a device.", metavar="IN", show_default=False),
     ],
     output: Annotated[
         Optional[str], typer.Option("--output", "-o", metavar="OUT", show_default=False,
@@ -72,7 +72,7 @@ def restore(
     checkpoint: opt.Checkpoint = None,
     prompt: Annotated[
         Optional[str],
-        typer.Option("--prompt", help="instantvir, a text student: what the video shows (changes unobserved content; "
+        typer.Option("--prompt", metavar="TEXT", help="instantvir, a text student: what the video shows (changes unobserved content; "
                      "default: the prompt recorded in the checkpoint).", show_default=False),
     ] = None,
     block_frames: opt.BlockFrames = 12,
@@ -151,6 +151,9 @@ def restore(
 
         (single,) = input
         src = stm.source(single, input_format, input_opt, timeout)
+        if realtime and src.is_file:
+            raise UsageError("--realtime keeps up with a live input (-, a URL, a device); a file is read at its "
+                             "own pace")
         if output is None and not src.is_file:
             raise UsageError("name the output of a stream with -o (a file, - for stdout, or a URL)")
         sink = Sink.parse(output if output is not None else default_output_path(src.path, "restored"), format,

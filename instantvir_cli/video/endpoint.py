@@ -28,7 +28,7 @@ from instantvir_cli.errors import InputUnreadable, NetworkError, OutputRefused, 
 DEFAULT_TIMEOUT = 10.0     # seconds a URL may stay silent
 PIPE_FORMAT = "matroska"   # the container written to stdout without --format
 MOV = "mov,mp4,m4a,3gp,3g2,mj2"
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//|[^/\\])")   # scheme: ... (not a Windows drive "C:\")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|file:)", re.IGNORECASE)   # scheme://... or file:...
 # a URL sink's container when --format is not given
 SCHEME_FORMAT = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rtp_mpegts", "rtmp": "flv",
                  "rtmps": "flv", "rtsp": "rtsp"}
@@ -37,7 +37,7 @@ FORMAT_SUFFIX = {"matroska": ".mkv", "webm": ".webm", "mp4": ".mp4", "mov": ".mo
                  "flv": ".flv", "nut": ".nut", "avi": ".avi", "rtp_mpegts": ".ts", "rtsp": ".ts"}
 _NETWORK_ERRORS = tuple(getattr(av.error, n) for n in (
     "ConnectionRefusedError", "ConnectionResetError", "ConnectionAbortedError", "TimeoutError", "ExitError",
-    "HTTPError", "BrokenPipeError") if hasattr(av.error, n))
+    "HTTPError", "HTTPClientError", "BrokenPipeError") if hasattr(av.error, n))
 
 
 def is_url(text: str) -> bool:
@@ -199,6 +199,9 @@ class Sink:
         kwargs: dict = {}
         if self.kind == "url":
             kwargs["timeout"] = self.timeout
+        if self.kind == "pipe" and sys.stdout.isatty():
+            raise UsageError("-o - writes video to stdout, which is a terminal here: pipe it into a program or "
+                             "a file")
         target = _Stdout(sys.stdout.buffer) if self.kind == "pipe" else self.spec
         try:
             return av.open(target, mode="w", format=self.format, container_options=options or None, **kwargs)
@@ -223,13 +226,24 @@ class Sink:
 
 
 class _Stdin:
-    """stdin for PyAV: `read` only, so FFmpeg treats it as the pipe it is (no seeking)."""
+    """stdin for PyAV: `read` only, so FFmpeg treats it as the pipe it is (no seeking).
+
+    It reads the file descriptor itself where there is one: a read blocked in the reader's thread
+    then holds no lock of Python's, which would stop the interpreter from exiting after Ctrl-C."""
 
     def __init__(self, raw):
         self._raw = raw
+        try:
+            self._fd: int | None = raw.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
 
     def read(self, n: int) -> bytes:
-        return self._raw.read(n)
+        if self._fd is None:
+            return self._raw.read(n)
+        import os
+
+        return os.read(self._fd, n)
 
 
 class _Stdout:

@@ -2,9 +2,10 @@
 
 Frames come out as blocks `(1, 3, T, H, W)` float32 in [-1, 1] with their pts. Decoding runs in
 a thread that fills a small bounded queue, so it overlaps the consumer's compute and memory
-stays bounded by `block_size * (queue_depth + 2)` frames whatever the video length: a consumer slower than the source holds the
-reader back (back-pressure), or with `realtime` the reader drops whole blocks that find the queue
-full, counted in `dropped` (their timestamps are skipped, so the output timeline stays valid).
+stays bounded by `block_size * (queue_depth + 2)` frames whatever the video length: a consumer
+slower than the source holds the reader back (back-pressure), or with `realtime` the reader drops
+whole blocks that find the queue full, counted in `dropped` (their timestamps are skipped, so the
+output timeline stays valid).
 A stream (stdin, a URL, a device: `video.endpoint.Source`) is opened once and read in order; the
 checks that need the whole file (the Matroska CRCs and index) are left out for it. Packets of
 the other streams (audio, subtitles) are not decoded: once a writer asks for them they are
