@@ -471,7 +471,7 @@ class VideoReader:
         if ended is not None:       # a stream that stops is its end: a lost connection is reported
             if not flush_block(last=True):
                 return
-            if network_failure(ended):
+            if network_failure(ended) or self.source.kind == "url":   # a URL's transfer cut short
                 raise NetworkError(f"{self.source.name} stopped after {n} frames: {_reason(ended)}")
             self.ended = f"{self.source.name} broke off after {n} frames ({_reason(ended)})"
             return

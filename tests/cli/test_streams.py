@@ -169,6 +169,41 @@ def test_restore_from_http(http_root, tmp_path):
     assert got["video"] == 20 and got["size"] == (256, 192) and got["audio"] > 0
 
 
+class _CutShort(http.server.BaseHTTPRequestHandler):
+    """Promises the whole clip, sends half of it and closes the connection."""
+
+    data = b""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.data)))
+        self.end_headers()
+        self.wfile.write(self.data[: len(self.data) // 2])
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, *args):  # noqa: ANN002
+        pass
+
+
+def test_a_connection_lost_mid_stream_is_exit_10(clip_tiny_audio, tmp_path):
+    handler = type("Cut", (_CutShort,), {"data": clip_tiny_audio.read_bytes()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # to a pipe: exit 10, and what came through is a finished stream
+        r = subprocess.run([*VIR, "restore", f"http://127.0.0.1:{server.server_address[1]}/tiny.mkv", "-o", "-",
+                            *SR4X], capture_output=True, env=_env(), timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = r.stderr.decode()
+    assert r.returncode == 10, err
+    assert re.search(r"stopped after \d+ frames", err) and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "cut.mkv").write_bytes(r.stdout)
+    assert 0 < _streams(tmp_path / "cut.mkv")["video"] < 20
+
+
 def test_http_404_is_exit_10(http_root, tmp_path):
     r = vir("restore", f"{http_root}/missing.mkv", "-o", tmp_path / "x.mkv", *SR4X)
     assert_one_line_error(r, 10)
@@ -234,6 +269,17 @@ def test_udp_output(clip_tiny_audio, tmp_path):
 
 
 # ----------------------------------------------------------------------------- live behaviour
+def _wait_for(condition, seconds: float = 90.0) -> None:
+    """Poll until `condition()` holds (vir's start-up time varies with the machine's load)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.2)
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix == ".mkv")
+
 def _live_source(ffmpeg, seconds, size="64x48", rate=10, fmt="matroska"):
     """ffmpeg reading a generated source at its own rate (-re), with audio, as FMT on stdout."""
     return [ffmpeg, *QUIET_FF, "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
@@ -254,7 +300,8 @@ def test_sigint_mid_pipe_leaves_a_playable_output(ffmpeg, tmp_path, to):
         dst = subprocess.Popen([ffmpeg, *QUIET_FF[:-1], "-y", "-i", "-", "-c", "copy", str(out)], stdin=proc.stdout)
         proc.stdout.close()
     try:
-        time.sleep(12)                  # ~10 s of a 60 s source after vir's start-up
+        _wait_for(lambda: _bytes_under(tmp_path) > 0)      # restored frames reached the output (or its temporary)
+        time.sleep(2)
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=60)[1].decode()
         if dst is not None:
@@ -270,6 +317,38 @@ def test_sigint_mid_pipe_leaves_a_playable_output(ffmpeg, tmp_path, to):
     assert 0 < frames < 600 and got["video"] == frames and got["size"] == (256, 192), (frames, got)
     assert got["audio"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part.mkv"]    # no temporary left behind
+
+
+def test_a_slow_restorer_holds_a_fast_pipe_back(ffmpeg, tmp_path):
+    """Back-pressure: ffmpeg could write 15000 raw frames at once, but gets only as far ahead of the
+    restorer as the pipe, the reader's buffer and its queue of blocks hold."""
+    progress = tmp_path / "ffmpeg-progress.txt"
+    src = subprocess.Popen([ffmpeg, *QUIET_FF, "-progress", str(progress), "-stats_period", "0.2", "-f", "lavfi",
+                            "-i", "testsrc2=size=64x48:rate=25:duration=600", "-c:v", "rawvideo", "-pix_fmt",
+                            "yuv420p", "-f", "nut", "-"], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([*VIR, "restore", "-", "-o", str(tmp_path / "up.mkv"), *SR4X], stdin=src.stdout,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    src.stdout.close()
+    def frames_out() -> int:        # what ffmpeg got out so far
+        text = progress.read_text() if progress.exists() else ""
+        return int((re.findall(r"^frame=(\d+)", text, re.M) or ["0"])[-1])
+
+    try:
+        _wait_for(lambda: frames_out() > 300)       # vir took 300 - 120 frames at least: it is restoring
+        time.sleep(2)
+        written = frames_out()
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1].decode()
+    finally:
+        src.kill()
+        src.wait()
+    m = re.search(r"holds the (\d+) frames", err)
+    assert m, err
+    restored = int(m.group(1))
+    # 4608 bytes a frame: the 64 KiB pipe holds 14, FFmpeg's read buffer 7, the queue and the block
+    # being filled 36, the restorer's block 12
+    print(f"back-pressure: ffmpeg wrote {written} frames while vir restored {restored}")
+    assert restored > 0 and written < restored + 120 and written < 15000, (restored, written)   # (stats lag 0.2 s)
 
 
 def test_realtime_drops_whole_blocks_and_says_how_many(ffmpeg, tmp_path):
