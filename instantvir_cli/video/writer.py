@@ -168,7 +168,7 @@ class VideoWriter:
         try:
             stream = c.add_stream(codec, rate=fps)
         except (ValueError, av.error.FFmpegError) as e:
-            raise UsageError(f"can't encode {codec} into {self.path.suffix or 'this'} files: {_reason(e)}") from None
+            raise UsageError(f"can't encode {codec} into {self._suffix or 'this'} files: {_reason(e)}") from None
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, pix_fmt
         stream.time_base = self.time_base
         cc = stream.codec_context
@@ -261,7 +261,7 @@ class VideoWriter:
                              f"(it takes {', '.join(sorted(formats)[:8])}...)")
         if (codec not in supported and av.codec.Codec(codec, "w").name not in supported
                 and self._container.format.name not in UNLISTED):
-            raise UsageError(f"{self.path.suffix or 'this'} files can't hold {codec} video")
+            raise UsageError(f"{self._suffix or 'this'} files can't hold {codec} video")
         enc: dict[str, str] = {}
         if opts.crf is not None:
             enc["crf"] = str(opts.crf)
@@ -278,7 +278,7 @@ class VideoWriter:
             name = s.codec_context.name if s.codec_context else "unknown"
             listed = name in supported or self._container.format.name in UNLISTED
             if not listed or not _can_mux(self._container.format.name, s):
-                self._warn(f"dropping {s.type} stream #{s.index} ({name}): {self.path.suffix} files can't hold it"
+                self._warn(f"dropping {s.type} stream #{s.index} ({name}): {self._suffix or 'these'} files can't hold it"
                            + ("; use .mkv to keep it" if s.type == "subtitle" else ""))
                 continue
             try:
