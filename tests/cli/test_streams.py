@@ -220,6 +220,17 @@ def test_refused_connection_is_exit_10(tmp_path):
     assert "refused" in r.stderr.lower()
 
 
+@pytest.mark.parametrize("scheme, fmt", [("tcp", "mpegts"), ("rtmp", None)])
+def test_a_refused_output_url_is_exit_10(clip_tiny_audio, scheme, fmt):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ("--format", fmt) if fmt else ()
+    r = vir("restore", clip_tiny_audio, "-o", f"{scheme}://127.0.0.1:{port}/live/x", *args, *SR4X)
+    assert_one_line_error(r, 10)
+    assert "refused" in r.stderr.lower()
+
+
 def test_a_silent_server_times_out_with_exit_10(tmp_path):
     with socket.socket() as s:         # accepts connections (the backlog) but never answers
         s.bind(("127.0.0.1", 0))
