@@ -72,8 +72,9 @@ def restore(
     checkpoint: opt.Checkpoint = None,
     prompt: Annotated[
         Optional[str],
-        typer.Option("--prompt", metavar="TEXT", help="instantvir, a text student: what the video shows (changes unobserved content; "
-                     "default: the prompt recorded in the checkpoint).", show_default=False),
+        typer.Option("--prompt", metavar="TEXT", show_default=False,
+                     help="instantvir, a text student: what the video shows (changes unobserved content; "
+                     "default: the prompt recorded in the checkpoint)."),
     ] = None,
     block_frames: opt.BlockFrames = 12,
     precision: opt.Precision = "auto",
@@ -129,6 +130,9 @@ def restore(
         batch = out_dir is not None or len(inputs) > 1 or (not streams and inputs[0].is_dir() and output is None)
         if batch and streams:
             raise UsageError(f"a stream ({streams[0]}) is restored on its own, with -o: it can't be part of a batch")
+        if realtime and not streams:
+            raise UsageError("--realtime keeps up with a live input (-, a URL, a device); a file is read at its "
+                             "own pace")
         if batch and output is not None:
             raise UsageError("-o names the output of one input: for several inputs or a folder use -O DIR")
         if batch and out_dir is None:
@@ -151,9 +155,6 @@ def restore(
 
         (single,) = input
         src = stm.source(single, input_format, input_opt, timeout)
-        if realtime and src.is_file:
-            raise UsageError("--realtime keeps up with a live input (-, a URL, a device); a file is read at its "
-                             "own pace")
         if output is None and not src.is_file:
             raise UsageError("name the output of a stream with -o (a file, - for stdout, or a URL)")
         sink = Sink.parse(output if output is not None else default_output_path(src.path, "restored"), format,

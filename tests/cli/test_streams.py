@@ -100,6 +100,7 @@ def test_a_stream_needs_a_task_and_an_output(clip_tiny_audio):
     assert_one_line_error(vir("restore", "-", "-o", "-", "--no-progress", input=data), 2)   # no sidecar
     assert_one_line_error(vir("restore", "-", "--task", "sr4x", input=data), 2)            # no -o
     assert_one_line_error(vir("restore", "-", "a.mkv", "-O", "out", "--task", "sr4x"), 2)   # not in a batch
+    assert_one_line_error(vir("restore", clip_tiny_audio, "-o", "-", "--realtime", *SR4X), 2)  # a file: no pace
 
 
 def test_format_names_a_stream_container_only(clip_tiny_audio, tmp_path):
