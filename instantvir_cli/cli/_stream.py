@@ -13,7 +13,7 @@ PANEL = "Streams (- for stdin/stdout, URLs, devices)"
 Format = Annotated[Optional[str], typer.Option(
     "--format", "-f", metavar="NAME", show_default=False, rich_help_panel=PANEL,
     help="Container of a pipe or URL output: matroska (the default for -o -), nut, mpegts, flv, mp4 "
-         "(fragmented), ... (udp/srt default to mpegts, rtmp to flv).")]
+         "(fragmented), ... (udp and tcp default to mpegts, rtmp to flv).")]
 InputFormat = Annotated[Optional[str], typer.Option(
     "--input-format", metavar="NAME", show_default=False, rich_help_panel=PANEL,
     help="FFmpeg input format to open IN with, e.g. v4l2 for /dev/video0 (default: probed).")]

@@ -2,7 +2,8 @@
 
     Source.parse("clip.mkv")                      a file: checked as a path, probed, sidecar beside it
     Source.parse("-")                             stdin: read once, without seeking
-    Source.parse("http://host/clip.mkv")          a URL FFmpeg opens (http(s), rtsp, rtmp, srt, udp, tcp, file:)
+    Source.parse("http://host/clip.mkv")          a URL FFmpeg opens (http(s), rtsp, rtmp(s), udp, tcp, file:;
+                                                  srt where FFmpeg has libsrt, which PyAV's wheels lack: exit 2)
     Source.parse("/dev/video0", format="v4l2")    a device, opened by FFmpeg with its input format
     Sink.parse("-", format="matroska")            stdout; a URL sink: `udp://127.0.0.1:1234` (mpegts)
 
@@ -122,7 +123,7 @@ class Source:
                 reason = f"no answer within {self.timeout:g} s (--timeout)"
             return NetworkError(f"can't open {self.spec}: {reason}")
         if isinstance(e, av.error.ProtocolNotFoundError):
-            return UsageError(f"can't open {self.spec}: this FFmpeg has no such protocol")
+            return UsageError(f"can't open {self.spec}: PyAV's FFmpeg has no such protocol")
         if self.kind == "pipe":
             hint = f"; {SEEK_HINT}" if "moov" in reason.lower() else " (stdin takes matroska, nut, mpegts, y4m, ...)"
             return InputUnreadable(f"not a readable video stream on stdin ({reason}){hint}")
