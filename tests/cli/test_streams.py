@@ -364,10 +364,10 @@ def test_a_slow_restorer_holds_a_fast_pipe_back(ffmpeg, tmp_path):
 
 
 def test_realtime_drops_whole_blocks_and_says_how_many(ffmpeg, tmp_path):
-    """A 200 fps real-time source into a restorer that can't keep up: blocks are dropped, the rest
-    keeps its timestamps."""
+    """A 500 fps real-time source into a restorer that can't keep up (about 10 to 150 fps here): blocks
+    are dropped, the rest keeps its timestamps."""
     out = tmp_path / "rt.mkv"
-    src = subprocess.Popen(_live_source(ffmpeg, 3, rate=200, fmt="mpegts"), stdout=subprocess.PIPE)
+    src = subprocess.Popen(_live_source(ffmpeg, 2, rate=500, fmt="mpegts"), stdout=subprocess.PIPE)
     r = subprocess.run([*VIR, "restore", "-", "-o", out, "--realtime", "--block-frames", "4", *SR4X],
                        stdin=src.stdout, capture_output=True, env=_env(), timeout=120)
     src.stdout.close()
@@ -377,10 +377,11 @@ def test_realtime_drops_whole_blocks_and_says_how_many(ffmpeg, tmp_path):
     m = re.search(r"restored (\d+) frames .* dropped (\d+) input frames to keep up", err)
     assert m, err
     kept, dropped = int(m.group(1)), int(m.group(2))
-    assert kept + dropped == 600 and dropped > 0 and kept % 4 == 0, (kept, dropped)
+    print(f"--realtime: kept {kept}, dropped {dropped} of 1000")
+    assert kept + dropped == 1000 and dropped > 0 and kept % 4 == 0, (kept, dropped)
     with av.open(str(out)) as c:
         tb = c.streams.video[0].time_base
         pts = [f.pts for f in c.decode(video=0)]
         assert c.streams.audio
     assert len(pts) == kept and all(b > a for a, b in zip(pts, pts[1:]))
-    assert float((pts[-1] - pts[0]) * tb) > 2.0       # the kept frames span the 3 s source, with gaps
+    assert float((pts[-1] - pts[0]) * tb) > 1.2       # the kept frames span the 2 s source, with gaps
