@@ -15,6 +15,7 @@ Codes (documented in README and man/vir.1):
     7  mask invalid: wrong size, unreadable, not the file a sidecar recorded
     8  checkpoint not found or invalid
     9  configuration invalid (distill config, sidecar)
+   10  network source or sink unreachable: connection refused or reset, HTTP error, timed out
   130  interrupted (Ctrl-C)
 """
 
@@ -57,6 +58,8 @@ class CheckpointError(VirError, exit_code=8):
     """Not found, unreadable, or not describing the models it holds."""
 class ConfigError(VirError, exit_code=9):
     """A distill config or a sidecar that is invalid."""
+class NetworkError(VirError, exit_code=10):
+    """A URL source or sink that can't be reached or stops answering: refused, HTTP error, timed out."""
 
 
 EXIT_INTERRUPTED = 130

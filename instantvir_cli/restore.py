@@ -8,6 +8,7 @@ task/mask the user names. Memory is bounded by the block size: nothing holds the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from instantvir_cli.paths import check_input_path, check_output_path
 from instantvir_cli.restorer import Restorer
 from instantvir_cli.sidecar import Sidecar
 from instantvir_cli.threads import torch_threads
-from instantvir_cli.video import EncodeOptions, VideoInfo, VideoReader, VideoWriter, probe
+from instantvir_cli.video import EncodeOptions, VideoInfo, VideoReader, VideoWriter
+from instantvir_cli.video.endpoint import Sink, Source
 
 MODELS = ("classical", "instantvir")
 
@@ -59,13 +61,14 @@ class RestoreOptions:
     prompt: str | None = None        # instantvir, a text student: its prompt (None: the one its checkpoint recorded)
     any_operator: bool = False       # instantvir: run a student on an operator it does not fit (fit.py; measuring only)
     tolerate_damage: bool = False    # restore what decodes from a damaged input (video/damage.py)
+    realtime: bool = False           # drop input blocks while behind a live source (video/reader.py)
 
 
 @dataclass
 class RestoreReport:
     """What a restore run did and how fast."""
 
-    output: Path
+    output: Path | str               # a file's path, `-` (stdout) or a URL
     frames: int
     seconds: float
     first_frame_s: float | None
@@ -75,6 +78,7 @@ class RestoreReport:
     size_in: tuple[int, int]
     size_out: tuple[int, int]
     precision: str = "fp32"          # how the restorer computed (`Restorer.precision`)
+    dropped: int = 0                 # input frames dropped while behind (`RestoreOptions.realtime`)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -83,19 +87,20 @@ class RestoreReport:
 
 
 def resolve_operator(
-    input_path: Path, info: VideoInfo, opts: RestoreOptions, warn: WarnFn | None = None
+    input_path: Path | None, info: VideoInfo, opts: RestoreOptions, warn: WarnFn | None = None
 ) -> tuple[Operator, "object | None"]:
     """The operator to undo on `input_path` and, for a per-frame mask video, its mask source.
 
     Order: the `--task`/`--mask` and operator options the user gave, then the sidecar
-    `IN.vir.json`, then defaults.
+    `IN.vir.json` (none for a stream: `input_path` None), then defaults.
     The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
     """
-    sidecar = Sidecar.read(input_path, info)    # every value checked against the video (sidecar.py)
+    sidecar = Sidecar.read(input_path, info) if input_path is not None else None   # values checked (sidecar.py)
     spec = dict(sidecar.operator) if sidecar else None
     task = opts.task or (spec or {}).get("task")
     if task is None:
-        raise UsageError("no task given and no sidecar found: pass --task inpaint|deblur|sr4x")
+        raise UsageError("no task given and no sidecar found" + (" (a stream has none)" if input_path is None else "")
+                         + ": pass --task inpaint|deblur|sr4x")
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r} (choose one of: {', '.join(TASKS)})")
     if spec is not None and spec.get("task") != task:
@@ -168,8 +173,8 @@ def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None
 
 @torch.inference_mode()
 def restore_video(
-    input_path: Path,
-    output_path: Path,
+    input_path: Path | Source,
+    output_path: Path | Sink,
     opts: RestoreOptions,
     encode: EncodeOptions,
     overwrite: bool = False,
@@ -178,27 +183,39 @@ def restore_video(
 ) -> RestoreReport:
     """Restore `input_path` into `output_path` block by block; see the module docstring.
 
-    The output is written to a temporary file beside the target and renamed on success;
-    the output has exactly the input's frames and timestamps.
+    Either end may be a stream (`video.endpoint`: stdin/stdout, a URL, a device). A file output is
+    written to a temporary beside the target and renamed on success, and has exactly the input's
+    frames and timestamps (less those `opts.realtime` dropped). Ctrl-C (KeyboardInterrupt) stops a
+    restore whose input or output is a stream cleanly: the output is finished with the frames
+    restored so far (a file output is then renamed into place), and KeyboardInterrupt is raised
+    again with a message saying so; from a file into a file it leaves nothing.
     """
-    check_input_path(input_path)
-    check_output_path(output_path, [input_path] + ([opts.mask] if opts.mask else []), overwrite)
-    info = probe(input_path)
-    op, mask_source = resolve_operator(input_path, info, opts, warn)
-    out_h, out_w = op.signal_size(info.height, info.width)
-    restorer = make_restorer(op, opts, warn)
+    source = input_path if isinstance(input_path, Source) else Source.parse(input_path)
+    sink = output_path if isinstance(output_path, Sink) else Sink.parse(output_path)
+    if source.is_file:
+        check_input_path(source.path)
+    if sink.is_file:
+        inputs = ([source.path] if source.is_file else []) + ([opts.mask] if opts.mask else [])
+        check_output_path(sink.path, inputs, overwrite)
     stages = {"decode": 0.0, "restore": 0.0, "encode": 0.0}
     device = torch.device(opts.device)
     frames_out = 0
     first_frame_s = None
     pending_pts: deque = deque()
+    interrupted = False
     t_start = time.perf_counter()
 
-    with torch_threads(restorer.threads), VideoReader(
-        input_path, block_size=opts.block_frames, tolerate_damage=opts.tolerate_damage
-    ) as reader, VideoWriter(
-        output_path, out_w, out_h, source=reader, options=encode, overwrite=overwrite, warn=warn
-    ) as writer:
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(VideoReader(source, block_size=opts.block_frames,
+                                                 tolerate_damage=opts.tolerate_damage, realtime=opts.realtime))
+        info = reader.info
+        op, mask_source = resolve_operator(source.path if source.is_file else None, info, opts, warn)
+        out_h, out_w = op.signal_size(info.height, info.width)
+        restorer = make_restorer(op, opts, warn)
+        stack.enter_context(torch_threads(restorer.threads))
+        writer = stack.enter_context(VideoWriter(sink, out_w, out_h, source=reader, options=encode,
+                                                 overwrite=overwrite, warn=warn))
+        stops = reader.live or writer.stream_out     # Ctrl-C ends the stream, keeping what was restored
 
         def emit(x: torch.Tensor) -> None:
             nonlocal frames_out, first_frame_s
@@ -215,34 +232,46 @@ def restore_video(
                 on_progress(frames_out, info.frames)
 
         blocks = iter(reader)
-        while True:
+        try:
+            while True:
+                t0 = time.perf_counter()
+                block = next(blocks, None)
+                stages["decode"] += time.perf_counter() - t0
+                if block is None:
+                    break
+                pending_pts.extend(block.pts)
+                t0 = time.perf_counter()
+                y = block.x.to(device)
+                if mask_source is not None:
+                    restorer.op = op.with_mask(mask_source.block(block.index, y.shape[2]).to(device))
+                x = restorer.push(y)
+                stages["restore"] += time.perf_counter() - t0
+                emit(x)
+        except KeyboardInterrupt:
+            if not stops or writer.frames_written == 0:
+                raise KeyboardInterrupt("nothing was restored before it" if stops else "") from None
+            interrupted = True
+        if not interrupted:
             t0 = time.perf_counter()
-            block = next(blocks, None)
-            stages["decode"] += time.perf_counter() - t0
-            if block is None:
-                break
-            pending_pts.extend(block.pts)
-            t0 = time.perf_counter()
-            y = block.x.to(device)
-            if mask_source is not None:
-                restorer.op = op.with_mask(mask_source.block(block.index, y.shape[2]).to(device))
-            x = restorer.push(y)
+            x = restorer.flush()
             stages["restore"] += time.perf_counter() - t0
             emit(x)
-        t0 = time.perf_counter()
-        x = restorer.flush()
-        stages["restore"] += time.perf_counter() - t0
-        emit(x)
-        if frames_out == 0:
-            raise InputCorrupt(f"no frames could be restored from {input_path}")
-        if pending_pts:
-            raise InputCorrupt(f"{len(pending_pts)} frames were decoded but not restored")
+            if frames_out == 0:
+                raise InputCorrupt(f"no frames could be restored from {source.name}")
+            if pending_pts:
+                raise InputCorrupt(f"{len(pending_pts)} frames were decoded but not restored")
         if reader.damage and warn:
-            warn(f"{reader.damage.summary(input_path.name)}; restored the {frames_out} frames that decode")
+            warn(f"{reader.damage.summary(source.name)}; restored the {frames_out} frames that decode")
+        if reader.ended and warn:
+            warn(reader.ended)
+        frames_out = writer.frames_written
+    if interrupted:
+        raise KeyboardInterrupt(f"{sink.name} holds the {frames_out} frames restored before it"
+                                + (f" ({reader.dropped} dropped)" if reader.dropped else ""))
     seconds = time.perf_counter() - t_start
     stages.update(restorer.timings)
     return RestoreReport(
-        output=output_path,
+        output=sink.path if sink.is_file else sink.spec,
         frames=frames_out,
         seconds=seconds,
         first_frame_s=first_frame_s,
@@ -252,4 +281,5 @@ def restore_video(
         size_in=(info.width, info.height),
         size_out=(out_w, out_h),
         precision=restorer.precision,
+        dropped=reader.dropped,
     )

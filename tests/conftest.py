@@ -46,6 +46,12 @@ def clip_testsrc_audio() -> Path:
 
 
 @pytest.fixture(scope="session")
+def clip_tiny_audio() -> Path:
+    """64x48, 20 frames at 10 fps, H.264 + AAC, MKV."""
+    return _get(media.clip_tiny_audio)
+
+
+@pytest.fixture(scope="session")
 def clip_subtitles() -> Path:
     """320x240, 50 frames, H.264 + AAC + SubRip subtitles, MKV."""
     return _get(media.clip_subtitles)

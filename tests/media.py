@@ -105,6 +105,12 @@ def clip_testsrc_audio() -> Path:
                     + ["-c:a", "aac", "-b:a", "64k", "-shortest"])
 
 
+def clip_tiny_audio() -> Path:
+    """64x48, 10 fps, 2 s (20 frames), H.264 + 48 kHz AAC, MKV: small enough to restore in a pipe quickly."""
+    return generate("tiny_audio.mkv", _src("64x48", "10", 2) + _sine(2) + X264 + TAG709
+                    + ["-c:a", "aac", "-b:a", "32k", "-shortest"])
+
+
 def clip_subtitles() -> Path:
     """320x240, 25 fps, 2 s, H.264 + AAC + SubRip subtitle stream, MKV."""
     return generate("subtitles.mkv", _src("320x240", "25", 2) + _sine(2) + ["-i", "{dir}/subs.srt"]

@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 input not found, 4 input unreadable, "
-    "5 input corrupt, 6 output refused, 7 mask invalid, 8 checkpoint, 9 config, 130 interrupted.",
+    "5 input corrupt, 6 output refused, 7 mask invalid, 8 checkpoint, 9 config, 10 network, 130 interrupted.",
 )
 
 

@@ -10,9 +10,9 @@ from typing import Annotated, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
@@ -90,8 +90,8 @@ def handle_errors(interrupted: str = "nothing was written to the output path") -
     except VirError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print(f"[red]interrupted[/red]: {interrupted}")
+    except KeyboardInterrupt as exc:   # the core may say what the output holds (a stream finished early)
+        err_console.print(f"[red]interrupted[/red]: {escape(str(exc)) if str(exc) else interrupted}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -103,21 +103,41 @@ class FpsColumn(ProgressColumn):
         return Text("-- fps" if speed is None else f"{speed:5.1f} fps", style="cyan")
 
 
+class FramesColumn(ProgressColumn):
+    """`done/total`, or `done frames` when the total is unknown (a pipe, a stream)."""
+
+    def render(self, task) -> Text:  # noqa: ANN001
+        done = int(task.completed)
+        return Text(f"{done} frames" if task.total is None else f"{done}/{int(task.total)}", style="green")
+
+
+class KnownTotal(ProgressColumn):
+    """`column` where the total is known, nothing where it is not (no bar, percentage or ETA)."""
+
+    def __init__(self, column: ProgressColumn):
+        super().__init__()
+        self.column = column
+
+    def render(self, task) -> Text:  # noqa: ANN001
+        return Text("") if task.total is None else self.column.render(task)
+
+
 class FrameProgress:
-    """A Rich progress bar over frames on stderr; total may be unknown (None)."""
+    """A Rich progress bar over frames on stderr; total may be unknown (None): frames, fps and the
+    time elapsed are shown then."""
 
     def __init__(self, description: str, total: int | None, enabled: bool = True):
         self.enabled = enabled and not STATE.quiet and (sys.stderr.isatty() or os.environ.get("VIR_PROGRESS") == "1")
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
+            KnownTotal(BarColumn()),
+            FramesColumn(),
+            KnownTotal(TaskProgressColumn()),
             FpsColumn(),
             TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            KnownTotal(TextColumn("eta")),
+            KnownTotal(TimeRemainingColumn()),
             console=err_console,
             disable=not self.enabled,
             refresh_per_second=4,

@@ -10,17 +10,23 @@ from instantvir_cli.errors import UsageError
 
 PANEL = "Encoding"
 
-Codec = Annotated[str, typer.Option("--codec", help="Video encoder (any FFmpeg encoder PyAV has).", rich_help_panel=PANEL)]
+Codec = Annotated[str, typer.Option("--codec", metavar="NAME", help="Video encoder (any FFmpeg encoder PyAV has).",
+                                    rich_help_panel=PANEL)]
 Crf = Annotated[int, typer.Option("--crf", min=0, max=63, help="Constant rate factor (lower = better).", rich_help_panel=PANEL)]
-Preset = Annotated[str, typer.Option("--preset", help="Encoder speed preset (ultrafast .. veryslow).", rich_help_panel=PANEL)]
-PixFmt = Annotated[str, typer.Option("--pix-fmt", help="Output pixel format.", rich_help_panel=PANEL)]
+Preset = Annotated[str, typer.Option(
+    "--preset", metavar="ultrafast..veryslow", rich_help_panel=PANEL,
+    help="Encoder speed preset (x264/x265: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, "
+         "veryslow).")]
+PixFmt = Annotated[str, typer.Option("--pix-fmt", metavar="NAME", help="Output pixel format (e.g. yuv420p, yuv444p).",
+                                     rich_help_panel=PANEL)]
 CopyStreams = Annotated[
     bool,
     typer.Option("--copy-streams/--no-copy-streams", help="Copy audio and subtitle streams.", rich_help_panel=PANEL),
 ]
 Extra = Annotated[
     Optional[list[str]],
-    typer.Option("--encoder-opt", "-e", help="Extra encoder option KEY=VALUE (repeatable).", rich_help_panel=PANEL),
+    typer.Option("--encoder-opt", "-e", metavar="KEY=VALUE", show_default=False, rich_help_panel=PANEL,
+                 help="Extra encoder option KEY=VALUE (repeatable), e.g. tune=film, g=48."),
 ]
 
 

@@ -32,4 +32,21 @@ def _untyped_flags() -> None:
     option.display_type_rich = display_type_rich
 
 
+
+
+def _untyped_named_arguments() -> None:
+    """An argument with a metavar (`IN...`, `OUT`) is named by it: no `<str>`/`<list[str]>` beside it."""
+    argument = typer.core.TyperArgument
+    shown = getattr(argument, "display_type_rich", None)
+    if shown is None or getattr(shown, "_vir_named", False):
+        return
+
+    def display_type_rich(self, ctx):  # noqa: ANN001, ANN202 - Typer's signature
+        return None if self.metavar else shown(self, ctx)
+
+    display_type_rich._vir_named = True  # type: ignore[attr-defined]
+    argument.display_type_rich = display_type_rich
+
+
 _untyped_flags()
+_untyped_named_arguments()

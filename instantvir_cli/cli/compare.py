@@ -30,7 +30,8 @@ EPILOG = """Examples:
 @app.command(epilog=EPILOG)
 def compare(
     videos: Annotated[list[Path], typer.Argument(
-        help="The clean video, then restorations (with --no-reference: restorations only).", show_default=False)],
+        help="The clean video, then restorations (with --no-reference: restorations only).", metavar="VIDEO",
+        show_default=False)],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="A .png sheet of one frame, or a video (.mp4, .mkv, ...).",
                            show_default=False),

@@ -9,9 +9,10 @@ import typer
 
 from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import _operator as opr
+from instantvir_cli.cli import _stream as stm
 from instantvir_cli.cli import _help, app
-from instantvir_cli.cli._common import (STATE, FrameProgress, Overwrite, ShowProgress, TolerateDamage, handle_errors,
-                                        out_console, warn)
+from instantvir_cli.cli._common import (STATE, FrameProgress, Overwrite, ShowProgress, TolerateDamage, err_console,
+                                        handle_errors, out_console, warn)
 
 EPILOG = """Examples:
 
@@ -22,13 +23,17 @@ EPILOG = """Examples:
   vir degrade clip.mp4 holes.mp4 --task inpaint --mask keep.png
 
   vir degrade clip.mp4 blurry.mkv --task deblur --blur-sigma 2 --blur-size 31
+
+  vir degrade clip.mp4 - --task sr4x | vir restore - -o up.mkv --task sr4x   (no sidecar on a pipe)
 """
 
 
 @app.command(epilog=EPILOG)
 def degrade(
-    input: Annotated[Path, typer.Argument(help="Clean video.", show_default=False)],
-    output: Annotated[Path, typer.Argument(help="Degraded video to write (sidecar OUT.vir.json beside it).", show_default=False)],
+    input: Annotated[str, typer.Argument(help="Clean video: a file, - (stdin), a URL or a device.", metavar="IN",
+                                         show_default=False)],
+    output: Annotated[str, typer.Argument(help="Degraded video to write (sidecar OUT.vir.json beside it); - (stdout) "
+                                          "or a URL: no sidecar.", metavar="OUT", show_default=False)],
     task: Annotated[str, typer.Option("--task", "-t", metavar=_help.TASKS, help="The degradation.", show_default=False)] = ...,  # type: ignore[assignment]
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inpainting mask and of the noise.")] = 0,
     noise: Annotated[float, typer.Option("--noise", min=0.0, help="Measurement noise std sigma_y on [-1, 1].")] = 0.0,
@@ -53,19 +58,37 @@ def degrade(
     tolerate_damage: TolerateDamage = False,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
+    format: stm.Format = None,
+    input_format: stm.InputFormat = None,
+    input_opt: stm.InputOpt = None,
+    timeout: stm.Timeout = stm.TIMEOUT,
 ) -> None:
-    """Degrade a video with a known operator: y = A(x) + sigma_y * n."""
+    """Degrade a video with a known operator: y = A(x) + sigma_y * n.
+
+    The sidecar OUT.vir.json records the operator for vir restore. A stream output (- or a URL)
+    has no sidecar: the warning names the restore options that rebuild the same operator.
+    """
     from instantvir_cli.degrade import DegradeOptions, degrade_video
 
-    with handle_errors():
+    stream_out = stm.is_stream(output)
+    with handle_errors("the stream output was finished with the frames degraded so far" if stream_out else
+                       "nothing was written to the output path"):
         operator = opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel)
         encode = enc.encode_options(codec, crf, preset, pix_fmt, lossless, copy_streams, encoder_opt)
         opts = DegradeOptions(task=task, seed=seed, noise=noise, mask=mask, operator=operator,
                               tolerate_damage=tolerate_damage)
+        from instantvir_cli.video.endpoint import Sink
+
+        src = stm.source(input, input_format, input_opt, timeout)
+        sink = Sink.parse(output, format, timeout)
         with FrameProgress("degrade", None, enabled=progress) as bar:
-            report = degrade_video(input, output, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
+            report = degrade_video(src, sink, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
+    if report.restore_hint:
+        warn(f"no sidecar for a stream output: restore it with {report.restore_hint}")
     if not STATE.quiet:
-        out_console.print(
+        side = f" (+ {report.sidecar.name})" if report.sidecar else ""
+        console = out_console if sink.is_file else err_console     # stdout may carry the video
+        console.print(
             f"degraded {report.frames} frames ({opts.task}) {report.size_in[0]}x{report.size_in[1]} -> "
-            f"{report.size_out[0]}x{report.size_out[1]}: {report.output} (+ {report.sidecar.name})"
+            f"{report.size_out[0]}x{report.size_out[1]}: {report.output}{side}"
         )

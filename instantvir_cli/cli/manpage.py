@@ -29,7 +29,10 @@ EXIT_CODES = [
     ("7", "mask invalid: wrong size, unreadable, or not the file the sidecar recorded"),
     ("8", "checkpoint not found or invalid"),
     ("9", "configuration invalid (distill config, sidecar): the key and its allowed range"),
-    ("130", "interrupted (Ctrl-C); nothing is left at the output path"),
+    ("10", "network source or sink unreachable: connection refused or reset, HTTP error (404, ...), or silent "
+           "longer than --timeout"),
+    ("130", "interrupted (Ctrl-C); nothing is left at a file output, unless the input or output is a stream "
+            "(-, a URL, a device): then the output is finished with the frames restored so far"),
 ]
 
 

@@ -11,9 +11,10 @@ from instantvir_cli.cli import _encode as enc
 from instantvir_cli.cli import _help
 from instantvir_cli.cli import _model as opt
 from instantvir_cli.cli import _operator as opr
+from instantvir_cli.cli import _stream as stm
 from instantvir_cli.cli import app
-from instantvir_cli.cli._common import (STATE, FrameProgress, Overwrite, ShowProgress, TolerateDamage, handle_errors,
-                                        out_console, warn)
+from instantvir_cli.cli._common import (STATE, FrameProgress, Overwrite, ShowProgress, TolerateDamage, err_console,
+                                        handle_errors, out_console, warn)
 
 EPILOG = """Examples:
 
@@ -28,18 +29,26 @@ EPILOG = """Examples:
   vir restore a.mp4 b.mkv clips/ -O restored/   (each output is restored/<input name>)
 
   vir restore masked.mkv -o lips.mp4 --checkpoint wan.safetensors --prompt "a woman with pink lips"
+
+  ffmpeg -i in.mp4 -f matroska - | vir restore - -o - --task sr4x | ffmpeg -i - out.mp4   (a pipe)
+
+  vir restore http://host/low.mkv -o udp://127.0.0.1:1234 --task sr4x --realtime   (streams)
+
+  vir restore /dev/video0 --input-format v4l2 --input-opt video_size=320x240 -o cam.mkv --task deblur
 """
 
 
 @app.command(epilog=EPILOG)
 def restore(
     input: Annotated[
-        list[Path],
-        typer.Argument(help="Degraded videos, or folders of them (their video files, not recursing).",
-                       show_default=False),
+        list[str],
+        typer.Argument(help="Degraded videos, or folders of them (their video files, not recursing); one "
+                       "stream: - (stdin), a URL or a device.", metavar="IN", show_default=False),
     ],
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Where to write one input (default: IN.restored.<ext>).")
+        Optional[str], typer.Option("--output", "-o", metavar="OUT", show_default=False,
+                                    help="Where to write one input: a file (default: IN.restored.<ext>), - "
+                                    "(stdout) or a URL.")
     ] = None,
     out_dir: Annotated[
         Optional[Path],
@@ -63,8 +72,9 @@ def restore(
     checkpoint: opt.Checkpoint = None,
     prompt: Annotated[
         Optional[str],
-        typer.Option("--prompt", help="instantvir, a text student: what the video shows (changes unobserved content; "
-                     "default: the prompt recorded in the checkpoint).", show_default=False),
+        typer.Option("--prompt", metavar="TEXT", show_default=False,
+                     help="instantvir, a text student: what the video shows (changes unobserved content; "
+                     "default: the prompt recorded in the checkpoint)."),
     ] = None,
     block_frames: opt.BlockFrames = 12,
     precision: opt.Precision = "auto",
@@ -89,6 +99,11 @@ def restore(
     ] = False,
     copy_streams: enc.CopyStreams = True,
     encoder_opt: enc.Extra = None,
+    format: stm.Format = None,
+    input_format: stm.InputFormat = None,
+    input_opt: stm.InputOpt = None,
+    timeout: stm.Timeout = stm.TIMEOUT,
+    realtime: stm.Realtime = False,
 ) -> None:
     """Restore degraded videos (inpaint, deblur or sr4x), block by block.
 
@@ -99,15 +114,25 @@ def restore(
 
     The learned model runs on the operator it was trained for; on another it stops with exit
     code 2 and points to --model classical (or, where it was measured to hold, warns and runs).
+
+    A stream (- for stdin or stdout, a URL, a device with --input-format) is read and written in
+    order; stdout then carries only the video, every message goes to stderr. Ctrl-C or the end of
+    the source leaves a stream's output playable up to the last restored frame.
     """
     from instantvir_cli.errors import UsageError
     from instantvir_cli.paths import default_output_path
     from instantvir_cli.restore import RestoreOptions
 
     with handle_errors():
-        inputs = input
+        streams = [t for t in input if stm.is_stream(t) or input_format]
+        inputs = [Path(t) for t in input]
         # a folder with -o stays a single input (and is refused as one, exit 3)
-        batch = out_dir is not None or len(inputs) > 1 or (inputs[0].is_dir() and output is None)
+        batch = out_dir is not None or len(inputs) > 1 or (not streams and inputs[0].is_dir() and output is None)
+        if batch and streams:
+            raise UsageError(f"a stream ({streams[0]}) is restored on its own, with -o: it can't be part of a batch")
+        if realtime and not streams:
+            raise UsageError("--realtime keeps up with a live input (-, a URL, a device); a file is read at its "
+                             "own pace")
         if batch and output is not None:
             raise UsageError("-o names the output of one input: for several inputs or a folder use -O DIR")
         if batch and out_dir is None:
@@ -118,7 +143,7 @@ def restore(
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
             prompt=prompt,
             operator=opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel),
-            tolerate_damage=tolerate_damage,
+            tolerate_damage=tolerate_damage, realtime=realtime,
         )
         if batch:
             from instantvir_cli.cli._batch import restore_batch
@@ -126,14 +151,24 @@ def restore(
             raise typer.Exit(restore_batch(inputs, out_dir, opts, encode, overwrite, progress))
         from instantvir_cli.restore import restore_video
 
-        (single,) = inputs
-        out = output or default_output_path(single, "restored")
+        from instantvir_cli.video.endpoint import Sink
+
+        (single,) = input
+        src = stm.source(single, input_format, input_opt, timeout)
+        if output is None and not src.is_file:
+            raise UsageError("name the output of a stream with -o (a file, - for stdout, or a URL)")
+        sink = Sink.parse(output if output is not None else default_output_path(src.path, "restored"), format,
+                          timeout)
         with FrameProgress("restore", None, enabled=progress) as bar:
-            report = restore_video(single, out, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
-    if not STATE.quiet:
+            report = restore_video(src, sink, opts, encode, overwrite=overwrite, on_progress=bar, warn=warn)
+    if not STATE.quiet or report.dropped:
         w_in, h_in = report.size_in
         w_out, h_out = report.size_out
-        out_console.print(
+        dropped = f"; dropped {report.dropped} input frames to keep up (--realtime)" if report.dropped else ""
+        # stdout carries the video of -o -: the summary goes to stderr then
+        console = err_console if output is not None and stm.is_stream(output) else out_console
+        console.print(
             f"restored {report.frames} frames ({report.operator['task']}, {report.model}) "
             f"{w_in}x{h_in} -> {w_out}x{h_out}: {report.output} in {report.seconds:.1f} s ({report.fps:.1f} fps)"
+            + dropped
         )

@@ -240,6 +240,43 @@ def probe(path: str | Path, scan_packets: int = 240) -> VideoInfo:
         )
 
 
+def probe_stream(container: av.container.InputContainer, name: str) -> VideoInfo:
+    """Describe the video of a stream opened once (stdin, a URL, a device), from what FFmpeg's own
+    probe found when it opened it: nothing is read ahead, so no packet is lost. The frame count is
+    unknown (None) and nothing is declared about the length; rotation is taken as 0.
+
+    Raises InputUnreadable: no video stream, no decoder, no frame size or pixel format.
+    """
+    path = Path(name)
+    stream = video_stream(container, path)
+    cc = stream.codec_context
+    if cc is None:
+        raise InputUnreadable(f"no decoder for the video stream of {name} (an unknown codec)")
+    if not cc.width or not cc.height or cc.format is None:
+        raise InputUnreadable(f"no decodable video frame in {name} (FFmpeg's probe found no frame size)")
+    width, height = cc.width, cc.height
+    check_frame_size(width, height, f"input {name}")
+    pix_fmt = cc.format.name
+    fps = (_fraction(stream.average_rate) or _fraction(stream.guessed_rate) or _fraction(stream.base_rate)
+           or Fraction(25))
+    if pix_fmt.startswith(("rgb", "bgr", "gbr")):
+        matrix, rng, tagged = "rgb", "full", True
+    else:
+        matrix = MATRIX_NAMES.get(int(cc.colorspace or 2))
+        rng = RANGE_NAMES.get(int(cc.color_range or 0)) or ("full" if pix_fmt.startswith("yuvj") else None)
+        tagged = matrix is not None and rng is not None
+        matrix, rng = matrix or default_matrix(height), rng or "limited"
+    return VideoInfo(
+        path=path, container=container.format.name, width=width, height=height, frames=None, frames_exact=False,
+        fps=fps, vfr=False, time_base=_fraction(stream.time_base, Fraction(1, 90000)), start_pts=stream.start_time,
+        duration=None, codec=cc.name, pix_fmt=pix_fmt, bit_depth=bit_depth(pix_fmt), colorspace=matrix,
+        color_range=rng, colour_tagged=tagged, color_primaries=PRIMARIES_NAMES.get(int(cc.color_primaries or 2)),
+        color_trc=TRC_NAMES.get(int(cc.color_trc or 2)), rotation=0,
+        sample_aspect_ratio=_fraction(stream.sample_aspect_ratio),
+        has_audio=len(container.streams.audio) > 0, has_subtitles=len(container.streams.subtitles) > 0,
+    )
+
+
 def keyframe_cues(container, stream, limit: int = 100_000) -> tuple[int, ...]:
     """The pts of the keyframes a Matroska file's index (Cues) lists; FFmpeg reads the index on
     the first seek. () for other containers, or where there is none."""

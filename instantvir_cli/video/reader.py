@@ -2,7 +2,12 @@
 
 Frames come out as blocks `(1, 3, T, H, W)` float32 in [-1, 1] with their pts. Decoding runs in
 a thread that fills a small bounded queue, so it overlaps the consumer's compute and memory
-stays bounded by `block_size * (queue_depth + 2)` frames whatever the video length. Packets of
+stays bounded by `block_size * (queue_depth + 2)` frames whatever the video length: a consumer
+slower than the source holds the reader back (back-pressure), or with `realtime` the reader drops
+whole blocks that find the queue full, counted in `dropped` (their timestamps are skipped, so the
+output timeline stays valid).
+A stream (stdin, a URL, a device: `video.endpoint.Source`) is opened once and read in order; the
+checks that need the whole file (the Matroska CRCs and index) are left out for it. Packets of
 the other streams (audio, subtitles) are not decoded: once a writer asks for them they are
 queued for it to copy (`forward_packets` / `take_packets`).
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 import bisect
 import queue
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,11 +28,12 @@ import numpy as np
 import torch
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from instantvir_cli.errors import InputCorrupt
+from instantvir_cli.errors import InputCorrupt, NetworkError
 from instantvir_cli.limits import check_memory, max_pixels
 from instantvir_cli.video.damage import Damage, FFV1Check, matroska_crc_errors, mpegts_sync_errors
+from instantvir_cli.video.endpoint import Source, network_failure
 from instantvir_cli.video.info import (SWS_MATRIX, SWS_RANGE, VideoInfo, _reason, frame_colour, open_input, probe,
-                                      video_stream)
+                                      probe_stream, video_stream)
 
 MOV = "mov,mp4,m4a,3gp,3g2,mj2"   # its index counts every sample: fewer packets than that is truncation
 ONE_BLOCK = {"ffv1", "vp9", "av1", "mjpeg", "prores", "utvideo", "huffyuv", "ffvhuff", "rawvideo", "dnxhd", "png"}
@@ -169,12 +176,14 @@ class VideoReader:
     """Iterate `FrameBlock`s of a video; a context manager (always close it).
 
     Args:
-        path: input video.
+        path: input video: a file, or a `Source` (a file, stdin, a URL, a device).
         block_size: frames per block (the last block may be shorter).
         queue_depth: decoded blocks buffered ahead of the consumer.
         tolerate_damage: deliver what decodes from a damaged input (frames decoded with errors
             kept, frames that don't decode skipped) and account for it in `damage`, instead of
             raising InputCorrupt at the first damaged frame.
+        realtime: drop a decoded block when the consumer is behind (the queue is full) instead of
+            waiting for it; `dropped` counts the frames dropped.
 
     Raises (from the constructor): InputNotFound, InputUnreadable (also for frames over the size
     limit, or blocks that would not fit in memory).
@@ -183,21 +192,42 @@ class VideoReader:
     slice CRC fails (see `video.damage`), or the file ends before the length its header declares.
     """
 
-    def __init__(self, path: str | Path, block_size: int = 16, queue_depth: int = 2, tolerate_damage: bool = False):
+    def __init__(self, path: str | Path | Source, block_size: int = 16, queue_depth: int = 2,
+                 tolerate_damage: bool = False, realtime: bool = False):
         if block_size < 1 or queue_depth < 1:
             raise ValueError("block_size and queue_depth must be >= 1")
-        self.path = Path(path)
-        self.info: VideoInfo = probe(self.path)
+        source = path if isinstance(path, Source) else Source.parse(Path(path))
+        self.source = source
+        self.live = not source.is_file   # read once, in order: no whole-file checks
+        self.path = source.path
         self.block_size = block_size
         self.tolerate_damage = tolerate_damage
+        self.realtime = realtime
         self.damage = Damage()    # what a damaged input lost (filled with tolerate_damage)
         self.frames_read = 0      # frames handed to the consumer
+        self.dropped = 0          # frames dropped with realtime
+        self.ended: str | None = None   # a stream that broke off: how (its frames up to there delivered)
+        if self.live:
+            self._container = source.open()
+            try:
+                self.info: VideoInfo = probe_stream(self._container, source.name)
+            except BaseException:
+                self._container.close()
+                raise
+        else:
+            self.info = probe(self.path)
         info = self.info
         # the blocks in the queue, the one being filled and the consumer's: (3, T, H, W) float32 each
-        check_memory(4 * 3 * block_size * info.height * info.width * (queue_depth + 2),
-                     f"reading {self.path.name} ({info.width}x{info.height}) in blocks of {block_size} frames",
-                     "lower --block-frames")
-        self._container = open_input(self.path)
+        try:
+            check_memory(4 * 3 * block_size * info.height * info.width * (queue_depth + 2),
+                         f"reading {source.name} ({info.width}x{info.height}) in blocks of {block_size} frames",
+                         "lower --block-frames")
+        except BaseException:
+            if self.live:
+                self._container.close()
+            raise
+        if not self.live:
+            self._container = open_input(self.path)
         self._video = video_stream(self._container, self.path)
         self._video.codec_context.options = {"max_pixels": str(max_pixels())}  # a header may lie
         self._video.thread_type = "AUTO"
@@ -262,11 +292,16 @@ class VideoReader:
         self._closed = True
         self._stop.set()
         if self._thread is not None:
-            while self._thread.is_alive():
+            # a stream's worker may be blocked reading a silent source: give up on it after a while
+            # (a daemon thread), leaving the container to it
+            deadline = time.monotonic() + (2.0 if self.live else float("inf"))
+            while self._thread.is_alive() and time.monotonic() < deadline:
                 try:  # unblock a worker waiting on a full queue
                     self._blocks.get(timeout=0.05)
                 except queue.Empty:
                     pass
+            if self._thread.is_alive():
+                return
             self._thread.join()
         self._container.close()
 
@@ -293,7 +328,7 @@ class VideoReader:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer's thread
             item = e
             if isinstance(e, (av.error.FFmpegError, OSError)):
-                item = InputCorrupt(f"input corrupt: {self.path.name}: decoding failed: {_reason(e)}")
+                item = InputCorrupt(f"input corrupt: {self.source.name}: decoding failed: {_reason(e)}")
         self._done.set()  # before the consumer can see the end: every forwarded packet is queued
         self._put(item)
 
@@ -318,12 +353,18 @@ class VideoReader:
         read_end = None    # pts: end of the last video packet demuxed
         failure: str | None = None
         breakoff: str | None = None
+        stream_end: BaseException | None = None   # the error a stream broke off with
 
-        def flush_block() -> bool:
+        def flush_block(last: bool = False) -> bool:
             nonlocal x, pts, emitted
             if not pts:
                 return True
             n = len(pts)
+            if self.realtime and not last and self._blocks.full():   # behind a live source: drop it
+                self.dropped += n
+                emitted += n
+                pts = []
+                return True
             xb = x if n == T else np.ascontiguousarray(x[:, :n])
             xb *= np.float32(convert.scale)
             xb -= np.float32(1.0)
@@ -368,6 +409,8 @@ class VideoReader:
                     break
                 except av.error.FFmpegError as e:
                     breakoff = f"the file breaks off ({_reason(e)})"
+                    if self.live:
+                        stream_end = e
                     try:
                         frames = video.decode(None)  # drain what the decoder still holds
                     except av.error.FFmpegError:
@@ -424,15 +467,23 @@ class VideoReader:
         if self._stop.is_set():
             return
         n = emitted + len(pts)
+        ended = stream_end
+        if ended is not None:       # a stream that stops is its end: a lost connection is reported
+            if not flush_block(last=True):
+                return
+            if network_failure(ended) or self.source.kind == "url":   # a URL's transfer cut short
+                raise NetworkError(f"{self.source.name} stopped after {n} frames: {_reason(ended)}")
+            self.ended = f"{self.source.name} broke off after {n} frames ({_reason(ended)})"
+            return
         if failure is None:
             failure = self._check_length(packets, read_end, breakoff, index, n, samples, cues)
         if failure is None and n == 0:
             failure = "no frame could be decoded"
-        if not flush_block():
+        if not flush_block(last=True):
             return
         if failure is not None:
             hint = "" if tolerant else "; --tolerate-damage restores what decodes"
-            raise InputCorrupt(f"input corrupt: {self.path.name}: read {n} frames{self._where(last_pts)}, "
+            raise InputCorrupt(f"input corrupt: {self.source.name}: read {n} frames{self._where(last_pts)}, "
                                f"then {failure}{hint}")
 
     def _check_length(self, packets: int, read_end: int | None, breakoff: str | None,
@@ -451,7 +502,7 @@ class VideoReader:
                 return gap
             self.damage.lost += index.missing
             self.damage.notes.append(gap)
-        if info.container == "matroska,webm" and (bad := matroska_crc_errors(self.path)):
+        if info.container == "matroska,webm" and not self.live and (bad := matroska_crc_errors(self.path)):
             offset, what, ms = bad[0]
             at = f" at t={ms / 1000:.2f}s" if ms is not None else ""
             crc = (f"{len(bad)} Matroska element{'s are' if len(bad) != 1 else ' is'} damaged (CRC-32 or ID), the "
@@ -459,7 +510,7 @@ class VideoReader:
             if not self.tolerate_damage:
                 return crc
             self.damage.notes.append(crc)
-        if info.container == "mpegts" and (lost := mpegts_sync_errors(self.path)):
+        if info.container == "mpegts" and not self.live and (lost := mpegts_sync_errors(self.path)):
             ts = f"the MPEG-TS file is damaged: {lost[2]}" + (f" ({lost[1]} packets)" if lost[1] > 1 else "")
             if not self.tolerate_damage:
                 return ts

@@ -8,6 +8,10 @@ OutputRefused with nothing at the target, and the temporary is removed on an err
 SIGTERM/SIGHUP or exit (after SIGKILL the next vir writing into that folder removes it). A video
 is one output with its sidecar `<name>.vir.json`: overwriting the video removes an old sidecar,
 which described the old file.
+
+A stream output (stdout, a URL: `video.endpoint.Sink`) has no temporary: packets go out as they
+are encoded, and the stream is finished (encoder flushed, trailer written) whether the writer is
+closed or aborted, so what reached it is playable up to the last frame written.
 """
 
 from __future__ import annotations
@@ -30,11 +34,15 @@ from instantvir_cli.atomic import AtomicOutput
 from instantvir_cli.errors import InputUnreadable, OutputRefused, UsageError
 from instantvir_cli.limits import check_frame_size
 from instantvir_cli.paths import sidecar_path
+from instantvir_cli.video.endpoint import Sink
 from instantvir_cli.video.info import (MATRIX_TAG, PRIMARIES_NAMES, PRIMARIES_TAG, RANGE_TAG, SWS_MATRIX,
                                        SWS_RANGE, TRC_NAMES, TRC_TAG, VideoInfo, _reason)
 from instantvir_cli.video.reader import SWS_FLAGS, VideoReader
 
 WarnFn = Callable[[str], None]
+# muxers whose codec list FFmpeg can't be asked for (PyAV's `supported_codecs` names only their
+# defaults, MPEG-2 and MP2): the muxer itself decides when the stream is added
+UNLISTED = {"mpegts", "rtp_mpegts"}
 
 
 @dataclass
@@ -58,7 +66,8 @@ class VideoWriter:
     """Write frame blocks to `path`; a context manager that renames into place on success.
 
     Args:
-        path: target file; the extension picks the container (.mp4, .mkv, .mov, ...).
+        path: target file, whose extension picks the container (.mp4, .mkv, .mov, ...), or a `Sink`
+            (a file, stdout, a URL: the sink's format).
         width, height: frame size of the blocks that will be written.
         source: the `VideoReader` being processed (timestamps, colour, rotation and the audio/
             subtitle packets to copy), or its `VideoInfo` (no stream copy), or None.
@@ -74,7 +83,7 @@ class VideoWriter:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Sink,
         width: int,
         height: int,
         source: VideoReader | VideoInfo | None = None,
@@ -84,7 +93,10 @@ class VideoWriter:
         fps: Fraction | int | float | None = None,
         output: AtomicOutput | None = None,
     ):
-        self.path = Path(path)
+        self.sink = path if isinstance(path, Sink) else Sink.parse(Path(path))
+        self.stream_out = not self.sink.is_file
+        self.path = self.sink.path
+        self._suffix = self.sink.suffix
         self.width, self.height = int(width), int(height)
         self.options = options or EncodeOptions()
         self._warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
@@ -93,6 +105,9 @@ class VideoWriter:
         self.frames_written = 0
         self._closed = False
         self._fps = fps if fps is not None else 25
+        if self.stream_out:
+            self._open_stream(width, height)
+            return
         if self.path.is_dir():
             raise OutputRefused(f"output is a folder: {self.path}")
         if self.path.exists() and not overwrite:
@@ -121,9 +136,27 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
+        self._start()
+
+    def _start(self) -> None:
         self._held: deque = deque()     # side packets waiting for the video to catch up
         self._last_pts: int | None = None
         self._video_end = float("-inf")  # seconds: end of the last frame written
+
+    def _open_stream(self, width: int, height: int) -> None:
+        """Open stdout or a URL: no temporary, no lock, nothing to rename."""
+        if width < 1 or height < 1:
+            raise UsageError(f"output size {width}x{height} is empty")
+        check_frame_size(self.width, self.height, f"output {self.sink.name}", OutputRefused)
+        self._own, self.output = False, None
+        self._container = self.sink.open()
+        try:
+            self._setup_video()
+            self._copies = self._setup_copies()
+        except BaseException:
+            self.abort()
+            raise
+        self._start()
 
     # ------------------------------------------------------------------ setup
     def _setup_video(self) -> None:
@@ -135,7 +168,7 @@ class VideoWriter:
         try:
             stream = c.add_stream(codec, rate=fps)
         except (ValueError, av.error.FFmpegError) as e:
-            raise UsageError(f"can't encode {codec} into {self.path.suffix or 'this'} files: {_reason(e)}") from None
+            raise UsageError(f"can't encode {codec} into {self._suffix or 'this'} files: {_reason(e)}") from None
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, pix_fmt
         stream.time_base = self.time_base
         cc = stream.codec_context
@@ -190,7 +223,7 @@ class VideoWriter:
                              f"{', '.join(unused)} (see ffmpeg -h encoder={codec})")
 
     def _choose_codec(self) -> tuple[str, str, dict[str, str]]:
-        opts, suffix = self.options, self.path.suffix.lower()
+        opts, suffix = self.options, self._suffix
         supported = self._container.supported_codecs
         deep = bool(self.info and self.info.bit_depth > 8)
         if opts.lossless:
@@ -226,8 +259,9 @@ class VideoWriter:
         if formats and pix_fmt not in formats:
             raise UsageError(f"{codec} can't encode pixel format {pix_fmt} "
                              f"(it takes {', '.join(sorted(formats)[:8])}...)")
-        if codec not in supported and av.codec.Codec(codec, "w").name not in supported:
-            raise UsageError(f"{self.path.suffix or 'this'} files can't hold {codec} video")
+        if (codec not in supported and av.codec.Codec(codec, "w").name not in supported
+                and self._container.format.name not in UNLISTED):
+            raise UsageError(f"{self._suffix or 'this'} files can't hold {codec} video")
         enc: dict[str, str] = {}
         if opts.crf is not None:
             enc["crf"] = str(opts.crf)
@@ -242,8 +276,9 @@ class VideoWriter:
         copies, sources, supported = {}, [], self._container.supported_codecs
         for s in self.reader.side_streams():
             name = s.codec_context.name if s.codec_context else "unknown"
-            if name not in supported or not _can_mux(self._container.format.name, s):
-                self._warn(f"dropping {s.type} stream #{s.index} ({name}): {self.path.suffix} files can't hold it"
+            listed = name in supported or self._container.format.name in UNLISTED
+            if not listed or not _can_mux(self._container.format.name, s):
+                self._warn(f"dropping {s.type} stream #{s.index} ({name}): {self._suffix or 'these'} files can't hold it"
                            + ("; use .mkv to keep it" if s.type == "subtitle" else ""))
                 continue
             try:
@@ -303,7 +338,12 @@ class VideoWriter:
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         except (av.error.FFmpegError, OSError) as e:
-            raise OutputRefused(f"writing {self.path.name} failed: {_reason(e)}") from None
+            raise self._write_error(e) from None
+
+    def _write_error(self, e: BaseException) -> Exception:
+        if self.stream_out:
+            return self.sink.error(e, "write to")
+        return OutputRefused(f"writing {self.path.name} failed: {_reason(e)}")
 
     def _mux_side(self, final: bool) -> None:
         """Mux copied packets up to the video written so far (all of them at the end of the source)."""
@@ -322,6 +362,8 @@ class VideoWriter:
             try:
                 self._container.mux(packet)
             except (av.error.FFmpegError, OSError) as e:
+                if self.stream_out:
+                    raise self._write_error(e) from None
                 raise OutputRefused(f"copying a {packet.stream.type} packet into {self.path.name} failed: "
                                     f"{_reason(e)}") from None
 
@@ -342,8 +384,10 @@ class VideoWriter:
             self._mux_side(final=True)
             try:
                 self._container.close()      # the trailer and the last buffered bytes: a full disk shows here
+                if self.stream_out:
+                    self.sink.flush()
             except (av.error.FFmpegError, OSError) as e:
-                raise OutputRefused(f"writing {self.path.name} failed: {_reason(e)}") from None
+                raise self._write_error(e) from None
             if self._own:
                 self.output.commit()
         except BaseException:
@@ -353,13 +397,32 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Give up: close quietly and remove the temporary (and the rest of its output); the
-        target is left untouched."""
+        target is left untouched. A stream is finished instead: what it received stays playable."""
+        if self._closed:
+            return
         self._closed = True
+        if self.stream_out:
+            self._finish_stream()
+            return
         try:
             self._container.close()
         except Exception:  # noqa: BLE001 - already failing
             pass
         self.output.abort()
+
+    def _finish_stream(self) -> None:
+        """Flush the encoder and write the trailer, quietly (the writer is already failing)."""
+        try:
+            if getattr(self, "frames_written", 0):
+                self._encode(None)
+                self._mux_side(final=True)
+        except Exception:  # noqa: BLE001 - already failing
+            pass
+        try:
+            self._container.close()
+            self.sink.flush()
+        except Exception:  # noqa: BLE001
+            pass
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -9,9 +9,9 @@ from instantvir_cli.cli import app
 runner = CliRunner(env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
 
 
-def vir(*args: str):
-    """Invoke `vir ARGS...`; returns Click's Result (exit_code, stdout, stderr)."""
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+def vir(*args: str, input: bytes | None = None):
+    """Invoke `vir ARGS...` (`input`: the bytes on stdin); returns Click's Result (exit_code, stdout, stderr)."""
+    return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
 def assert_one_line_error(result, code: int) -> None:

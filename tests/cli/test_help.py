@@ -31,6 +31,23 @@ def test_flags_show_no_type(name):
     assert re.search(r"--help\s+(-h\s+)?Show this message", text), text    # the flag, then its help
 
 
+@pytest.mark.parametrize("name", COMMANDS)
+def test_no_option_or_argument_shows_a_bare_string_type(name):
+    text = vir(name, "--help").stdout
+    assert "<str>" not in text and "<list[" not in text, text
+
+
+@pytest.mark.parametrize("name, option, metavar", [
+    ("restore", "--encoder-opt", "KEY=VALUE"), ("restore", "--input-opt", "KEY=VALUE"), ("restore", "--format", "NAME"),
+    ("restore", "--codec", "NAME"), ("restore", "--timeout", "SECONDS"), ("degrade", "--input-format", "NAME"),
+    ("restore", "--preset", "ultrafast..veryslow"),
+])
+def test_value_options_name_their_values(name, option, metavar):
+    text = vir(name, "--help").stdout
+    line = next(line for line in text.splitlines() if re.match(rf"\W*{option}\b", line))
+    assert metavar in line, line
+
+
 @pytest.mark.parametrize("name, option, choices", [
     ("restore", "--task", "inpaint|deblur|sr4x"), ("degrade", "--task", "inpaint|deblur|sr4x"),
     ("restore", "--model", "instantvir|classical"), ("restore", "--precision", "auto|fp32|int8|bf16|fp16"),

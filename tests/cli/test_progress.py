@@ -21,9 +21,10 @@ def test_known_total_shows_done_of_total_and_fps(monkeypatch):
     assert "restore" in text and "48/48" in text and "fps" in text and "100%" in text
 
 
-def test_unknown_total_is_handled(monkeypatch):
+def test_unknown_total_shows_frames_fps_and_elapsed_time(monkeypatch):
     text = _render(None, [(12, None), (30, None)], monkeypatch)
-    assert "30/?" in text and "fps" in text
+    assert "30 frames" in text and "fps" in text and "0:00:0" in text      # elapsed h:mm:ss
+    assert "eta" not in text and "%" not in text and "/" not in text
 
 
 def test_quiet_disables_the_bar(monkeypatch):
