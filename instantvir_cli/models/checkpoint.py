@@ -176,10 +176,10 @@ def check_header(h: dict[str, Any], where: str) -> None:
     for name, info in modules.items():
         if not name or "/" in name:
             raise err(f"{where}: modules: module name {name!r} must be non-empty without '/'"[:300])
-        L.table(f"modules.{name}", info, err, where)
+        L.table(f"modules.{L.key_name(name)}", info, err, where)
         for k in ("tensors", "params"):
             if k in info:
-                L.integer(f"modules.{name}.{k}", info[k], 0, 1 << 40, err, where)
+                L.integer(f"modules.{L.key_name(name)}.{k}", info[k], 0, 1 << 40, err, where)
     if "storage" in h:
         L.string("storage", h["storage"], err, where, choices=STORAGES)
     for key in ("vae_preset", "dit_preset"):

@@ -461,3 +461,12 @@ def test_a_pickle_that_would_run_code_is_one_line(tmp_path):
     assert_one_line_error(result, 8)
     assert "refused to load" in result.stderr and "weights_only" not in result.stderr
     assert "should-not-run" not in result.stdout + result.stderr
+
+
+def test_a_module_name_with_a_newline_is_shown_on_one_line(clip_mkv24, tmp_path):
+    # found by the parser fuzzing: modules = {"\n": null} printed the key raw, on two lines
+    ckpt = _crafted(tmp_path, lambda h: h["modules"].update({"\n": None}))
+    result = vir("restore", clip_mkv24, "-o", tmp_path / "out.mp4", "--task", "deblur", "--checkpoint", ckpt,
+                 "--no-progress")
+    assert_one_line_error(result, 8)
+    assert "modules.'\\n': expected a table" in result.stderr, result.stderr

@@ -9,6 +9,8 @@ A mutated clip ends in one of these outcomes:
                   could show it (H.264, MPEG-4, MJPEG, VP9, HEVC, FFV1 without slice CRCs)
     short-undeclared  exit 0 with exactly the first frames of an MPEG-TS cut short: TS declares
                   no length, so nothing tells that frames are missing at its end
+    reindexed     exit 0 with another number of frames, exactly those an MP4/MOV edit list keeps:
+                  the changed index describes another video (its discarded samples give no frame)
     exit-N        a documented refusal (N in 2..9) in one line on stderr
     FAIL-...      what must never happen: traceback (an exception, exit 1), lines (more than one
                   line on stderr), hang (over `TIME_BOUND_S`), memory (the peak RSS of one input over
@@ -163,6 +165,17 @@ def _frames(path: Path):
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
+def _kept_samples(path: Path) -> int | None:
+    """How many video samples an MP4/MOV edit list keeps (None: it discards none, or not MP4)."""
+    import av
+
+    with av.open(str(path)) as c:
+        if "mp4" not in c.format.name:
+            return None
+        sizes = [(p.size, p.is_discard) for p in c.demux(video=0) if p.size]
+    return sum(not d for _, d in sizes) if any(d for _, d in sizes) else None
+
+
 def worker_main() -> None:
     """Run `vir degrade` on each input the parent sends (one JSON line each), reply with the outcome."""
     import resource
@@ -192,6 +205,8 @@ def worker_main() -> None:
                 reply["frames"] = int(got.shape[0])
                 reply["same"] = bool(got.shape == want.shape and (got == want).all())
                 reply["prefix"] = bool(0 < len(got) < len(want) and (got == want[: len(got)]).all())
+                if got.shape[0] != want.shape[0]:
+                    reply["kept"] = _kept_samples(Path(job["input"]))
             except Exception as e:  # noqa: BLE001 - reported as an outcome
                 reply["exception"] = f"reading the output: {type(e).__name__}: {e}"
         sys.stdout.write(json.dumps(reply) + "\n")
@@ -256,6 +271,8 @@ def outcome(reply: dict, checksummed: bool, clean_frames: int, declares_length: 
     if reply["same"]:
         return "same"
     if reply["frames"] != clean_frames:
+        if reply.get("kept") is not None and reply["frames"] == reply["kept"]:
+            return "reindexed"             # what the changed edit list keeps, no more and no fewer
         if reply.get("prefix") and not declares_length:
             return "short-undeclared"      # exactly the first frames, of a format with no declared length
         return "FAIL-count"
