@@ -16,7 +16,6 @@ checkpoint runs on its own training operator only.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from instantvir_cli.errors import UsageError
+from instantvir_cli.hashing import file_sha256
 from instantvir_cli.ops import Operator
 
 KERNEL_TOL = 1e-4     # max |difference| of the normalized 1-D blur profiles counted as the same blur
@@ -52,14 +52,6 @@ HOLDS: dict[str, tuple[Held, ...]] = {SHIPPED_SHA256: (
     Held("sr4x", "sr_kernel", "bicubic", "bicubic", "bicubic: +2.05 dB on earth, +0.76 dB on carphone"),
     Held("sr4x", "noise", 0.0, 0.01, "noise up to 0.01: +1.96 dB on earth, +0.85 dB on carphone"),
 )}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _profile(size: int, sigma: float, length: int) -> np.ndarray:

@@ -148,7 +148,7 @@ class Sidecar:
         path = confined(name, folder, where)
         if not path.is_file():
             raise MaskInvalid(f"mask not found: {name} (named by {sidecar_path(Path(video)).name}, beside the video)")
-        from instantvir_cli.ops.inpaint import file_sha256
+        from instantvir_cli.hashing import file_sha256
 
         try:
             digest = file_sha256(path)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from instantvir_cli.errors import UsageError
+from instantvir_cli.video.endpoint import parse_options
 
 PANEL = "Encoding"
 
@@ -32,13 +33,7 @@ Extra = Annotated[
 
 def parse_extra(pairs: list[str] | None) -> dict[str, str]:
     """['tune=film', 'g=48'] -> {'tune': 'film', 'g': '48'}."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"encoder option must be KEY=VALUE, got {pair!r}")
-        out[key] = value
-    return out
+    return parse_options(pairs, "encoder option")
 
 
 def encode_options(codec: str, crf: int, preset: str, pix_fmt: str, lossless: bool, copy_streams: bool,

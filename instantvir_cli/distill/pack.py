@@ -24,7 +24,6 @@ run's sources; `distill.packing` writes one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from instantvir_cli.errors import ConfigError
+from instantvir_cli.hashing import file_sha256
 
 FORMAT = "vir-data-pack/1"
 MANIFEST = "manifest.json"
@@ -51,14 +51,6 @@ class Pack:
 
     def path(self, kind: str, name: str) -> Path:
         return self.root / self.entries[(kind, name)]["file"]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _OPENED: dict[str, Pack] = {}
@@ -93,7 +85,7 @@ def open_pack(root: str | Path) -> Pack:
         path = root / file
         if not path.is_file():
             raise ConfigError(f"{where}: {file} is missing")
-        if sha256_file(path) != digest:
+        if file_sha256(path) != digest:
             raise ConfigError(f"{where}: {file} does not match its SHA-256 in {MANIFEST} (corrupt or replaced)")
         try:
             a = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -144,4 +136,4 @@ def packed_val_clip(path: str, frames: int) -> torch.Tensor:
 
 
 __all__ = ["FORMAT", "KINDS", "MANIFEST", "MAX_BYTES", "Pack", "array", "forget", "open_pack", "packed_val_clip",
-           "packed_window", "sha256_file", "to_unit"]
+           "packed_window", "to_unit"]

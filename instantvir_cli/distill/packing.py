@@ -18,7 +18,8 @@ import torch
 
 from instantvir_cli.config import DataConfig
 from instantvir_cli.distill.data import Sources, load_image_array, load_val_clip, read_window
-from instantvir_cli.distill.pack import FORMAT, MANIFEST, MAX_BYTES, forget, sha256_file
+from instantvir_cli.distill.pack import FORMAT, MANIFEST, MAX_BYTES, forget
+from instantvir_cli.hashing import file_sha256
 from instantvir_cli.errors import ConfigError
 
 
@@ -55,7 +56,7 @@ def video_scale(budget: int, sizes: list[tuple[int, int, int]]) -> float:
 
 def _save(root: Path, file: str, a: np.ndarray, entry: dict) -> dict:
     np.save(root / file, np.ascontiguousarray(a), allow_pickle=False)
-    return {**entry, "file": file, "shape": list(a.shape), "dtype": str(a.dtype), "sha256": sha256_file(root / file)}
+    return {**entry, "file": file, "shape": list(a.shape), "dtype": str(a.dtype), "sha256": file_sha256(root / file)}
 
 
 def _uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -52,6 +52,19 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
     raise CheckpointError(f"{path}: no state dict of tensors found in the file")
 
 
+def weight_file(path: str | Path) -> Path:
+    """The weight file at `path`: itself, or a folder's one *.safetensors(.index.json); checked to
+    be a readable file (CheckpointError otherwise)."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.safetensors"))
+        if len(found) != 1:
+            raise CheckpointError(f"{path}: expected one *.safetensors or *.safetensors.index.json, found {len(found)}")
+        path = found[0]
+    check_file(path)
+    return path
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """Tensors of a foreign weights file, on the CPU.
 
@@ -61,13 +74,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.safetensors"))
-        if len(found) != 1:
-            raise CheckpointError(f"{path}: expected one *.safetensors or *.safetensors.index.json, found {len(found)}")
-        path = found[0]
-    check_file(path)
+    path = weight_file(path)
     try:
         if path.name.endswith(".index.json"):
             index = json.loads(path.read_text())
@@ -113,13 +120,7 @@ def meta_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     safetensors headers only; pickles through `torch.load(mmap=True, weights_only=True)` (pages are
     never touched), or a full read for the legacy pickle format that cannot be mapped.
     """
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.safetensors"))
-        if len(found) != 1:
-            raise CheckpointError(f"{path}: expected one *.safetensors or *.safetensors.index.json, found {len(found)}")
-        path = found[0]
-    check_file(path)
+    path = weight_file(path)
     try:
         if path.name.endswith(".index.json"):
             shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
@@ -163,4 +164,4 @@ def read_config_json(folder: Path, expected: str) -> tuple[Path, dict[str, Any]]
 
 
 __all__ = ["FOREIGN_SUFFIXES", "check_file", "load_pickle", "load_state_dict_file", "meta_state_dict_file", "read_config_json",
-           "refused_pickle"]
+           "refused_pickle", "weight_file"]

@@ -9,7 +9,6 @@ long mask video the streaming pipeline calls `with_mask(block)` once per frame b
 from __future__ import annotations
 
 import base64
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from instantvir_cli.errors import ConfigError, MaskInvalid, UsageError
+from instantvir_cli.hashing import file_sha256
 from instantvir_cli.ops.base import Operator, check_video
 
 
@@ -41,15 +41,6 @@ def as_mask(mask: Any, height: int | None = None, width: int | None = None) -> t
     if height is not None and width is not None and tuple(m.shape[-2:]) != (height, width):
         raise MaskInvalid(f"mask is {m.shape[-1]}x{m.shape[-2]}, the video is {width}x{height}")
     return m
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pack(mask: torch.Tensor) -> str:

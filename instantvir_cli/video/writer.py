@@ -130,15 +130,16 @@ class VideoWriter:
         except BaseException:
             self.output.abort()
             raise
+        self._start()
+
+    def _start(self) -> None:
+        """Set up the video stream and the copied ones on the open container (aborting on failure)."""
         try:
             self._setup_video()
             self._copies = self._setup_copies()
         except BaseException:
             self.abort()
             raise
-        self._start()
-
-    def _start(self) -> None:
         self._held: deque = deque()     # side packets waiting for the video to catch up
         self._last_pts: int | None = None
         self._video_end = float("-inf")  # seconds: end of the last frame written
@@ -150,12 +151,6 @@ class VideoWriter:
         check_frame_size(self.width, self.height, f"output {self.sink.name}", OutputRefused)
         self._own, self.output = False, None
         self._container = self.sink.open()
-        try:
-            self._setup_video()
-            self._copies = self._setup_copies()
-        except BaseException:
-            self.abort()
-            raise
         self._start()
 
     # ------------------------------------------------------------------ setup
@@ -364,8 +359,9 @@ class VideoWriter:
             except (av.error.FFmpegError, OSError) as e:
                 if self.stream_out:
                     raise self._write_error(e) from None
-                raise OutputRefused(f"copying a {packet.stream.type} packet into {self.path.name} failed: "
-                                    f"{_reason(e)}") from None
+                t = f" at t={float(packet.pts * packet.time_base):.2f}s" if packet.pts is not None else ""
+                raise OutputRefused(f"{self.path.name} refused the input's {packet.stream.type} packet{t} "
+                                    f"({_reason(e)}): --no-copy-streams writes the video alone") from None
 
     # ------------------------------------------------------------------ finishing
     def close(self) -> None:

@@ -418,9 +418,13 @@ def test_temporaries_of_a_killed_distill_are_removed_by_the_next_start(tmp_path)
     (run / "vae" / ".state.pt.4242.tmp").write_bytes(b"x" * 1000)   # what a SIGKILL left
     (run / ".vae.safetensors.vir-4242-abcdef.partial.safetensors").write_bytes(b"x")
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'extends = "{REPO / "configs" / "tiny.toml"}"\n[data]\npaths = ["{tmp_path}/no-such-clips"]\n')
+    bad = tmp_path / "bad.toml"                             # a start that fails its checks touches nothing ...
+    bad.write_text(f'extends = "{REPO / "configs" / "tiny.toml"}"\n[data]\npaths = ["{tmp_path}/no-such-clips"]\n')
+    assert_one_line_error(vir("distill", "--config", bad, "--out", run, "--max-steps", "1", "--no-progress"), 9)
+    assert (run / "vae" / ".state.pt.4242.tmp").exists()
+    cfg.write_text(f'extends = "{REPO / "configs" / "tiny.toml"}"\n[data]\nworkers = 0\n[run]\nstages = ["vae"]\n')
     result = vir("distill", "--config", cfg, "--out", run, "--max-steps", "1", "--no-progress")
-    assert_one_line_error(result, 9)                        # not 6 "already holds a run"
+    assert result.exit_code == 0, result.stderr             # ... the next that starts: not 6 "already holds a run"
     assert not (run / "vae" / ".state.pt.4242.tmp").exists()
     assert not [p for p in run.rglob("*") if "partial" in p.name or p.name.endswith(".tmp")]
 
