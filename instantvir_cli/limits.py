@@ -54,6 +54,7 @@ THREADS_MAX = 1024
 WORKERS_MAX = 256
 STEPS_MAX = 10**9
 BATCH_MAX = 1 << 16
+NETWORK_TIMEOUT_S = 10.0                # --timeout's default: seconds a URL may stay silent
 MINUTES_MAX = 1e6                       # run.max_minutes, --max-minutes (about two years)
 SAMPLE_STEPS_MAX = 1000                 # teacher sampler steps of an ODE pair ([ode] sample_steps)
 ODE_POINTS_MAX = 16                     # trajectory points an ODE pair keeps ([ode] timesteps)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from instantvir_cli.errors import UsageError
-from instantvir_cli.video.endpoint import parse_options
+from instantvir_cli.keyvalue import parse_key_values
 
 PANEL = "Encoding"
 
@@ -33,7 +33,7 @@ Extra = Annotated[
 
 def parse_extra(pairs: list[str] | None) -> dict[str, str]:
     """['tune=film', 'g=48'] -> {'tune': 'film', 'g': '48'}."""
-    return parse_options(pairs, "encoder option")
+    return parse_key_values(pairs, "encoder option")
 
 
 def encode_options(codec: str, crf: int, preset: str, pix_fmt: str, lossless: bool, copy_streams: bool,

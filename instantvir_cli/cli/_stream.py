@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from instantvir_cli.video.endpoint import DEFAULT_TIMEOUT
+from instantvir_cli.limits import NETWORK_TIMEOUT_S
 
 PANEL = "Streams (- for stdin/stdout, URLs, devices)"
 
@@ -28,7 +28,7 @@ Realtime = Annotated[bool, typer.Option(
     help="Keep up with a live source: drop whole input blocks while the restorer is behind and report "
          "how many (default: the reader waits, holding the source back).")]
 
-TIMEOUT = DEFAULT_TIMEOUT
+TIMEOUT = NETWORK_TIMEOUT_S
 
 
 def source(text: str, input_format: str | None, input_opt: list[str] | None, timeout: float):

@@ -25,8 +25,10 @@ from pathlib import Path
 import av
 
 from instantvir_cli.errors import InputUnreadable, NetworkError, OutputRefused, UsageError
+from instantvir_cli.keyvalue import parse_key_values
+from instantvir_cli.limits import NETWORK_TIMEOUT_S
 
-DEFAULT_TIMEOUT = 10.0     # seconds a URL may stay silent
+DEFAULT_TIMEOUT = NETWORK_TIMEOUT_S     # seconds a URL may stay silent (limits.py)
 PIPE_FORMAT = "matroska"   # the container written to stdout without --format
 MOV = "mov,mp4,m4a,3gp,3g2,mj2"
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|file:)", re.IGNORECASE)   # scheme://... or file:...
@@ -48,13 +50,7 @@ def is_url(text: str) -> bool:
 
 def parse_options(pairs: list[str] | None, what: str = "--input-opt") -> dict[str, str]:
     """['listen=1', 'video_size=640x480'] -> {'listen': '1', 'video_size': '640x480'}."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{what} must be KEY=VALUE, got {pair!r}")
-        out[key] = value
-    return out
+    return parse_key_values(pairs, what)
 
 
 @dataclass(frozen=True)
