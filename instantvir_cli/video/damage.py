@@ -11,7 +11,9 @@ Signs of damage, each tied to a frame:
 - a Matroska element whose CRC-32 does not match (`matroska_crc_errors`: FFmpeg's muxer gives
   every top-level element, the track headers and every cluster, one; FFmpeg's demuxer ignores them);
 - an MPEG-TS file whose packets lose their sync byte or that ends inside a packet
-  (`mpegts_sync_errors`: FFmpeg's demuxer resynchronizes without a word).
+  (`mpegts_sync_errors`: FFmpeg's demuxer resynchronizes without a word);
+- an AVI whose index (idx1) lists a video chunk where the file holds other data
+  (`avi_index_errors`: FFmpeg skips the chunk, which then reads like a frame dropped at capture).
 
 FFmpeg's own log lines ("slice CRC mismatch", "error while decoding MB") are not used: PyAV's log
 callback takes the GIL in FFmpeg's decoder threads, and PyAV frees a codec context with the GIL
@@ -213,6 +215,63 @@ def mpegts_sync_errors(path) -> tuple[int, int, str] | None:
     return None
 
 
+def _riff_chunks(f, start: int, end: int):
+    """(id, body offset, body size) of the RIFF chunks in file `f` between `start` and `end`."""
+    pos = start
+    while pos + 8 <= end:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            return
+        size = int.from_bytes(head[4:], "little")
+        yield head[:4], pos + 8, size
+        pos += 8 + size + (size & 1)
+
+
+def avi_index_errors(path) -> tuple[int, int] | None:
+    """(frame, byte offset) of the first video chunk an AVI's idx1 lists that the file does not hold
+    there (another chunk ID or size: a damaged chunk, which FFmpeg skips), or None. Files without an
+    idx1 (OpenDML's indexes only) and layouts that can't be followed give None."""
+    try:
+        if not os.path.isfile(path):
+            return None
+        n = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"AVI ":
+                return None
+            movi = index = None
+            for cid, body, size in _riff_chunks(f, 12, n):
+                if cid == b"LIST" and movi is None:
+                    f.seek(body)
+                    if f.read(4) == b"movi":
+                        movi = body                                   # offsets count from its 'movi'
+                elif cid == b"idx1":
+                    index = (body, min(size, n - body))
+            if movi is None or index is None:
+                return None
+            f.seek(index[0])
+            entries = np.frombuffer(f.read(index[1] - index[1] % 16), dtype="<u4").reshape(-1, 4)
+            ids = entries[:, 0].astype("<u4").tobytes()
+            video = [i for i in range(len(entries)) if ids[4 * i + 2: 4 * i + 4] in (b"dc", b"db")]
+            if not video:
+                return None
+            first = int(entries[video[0], 2])
+            base = 0 if first >= movi else movi                      # absolute offsets, or from 'movi'
+            for frame, i in enumerate(video):
+                ckid, _, offset, length = (int(v) for v in entries[i])
+                if length == 0:                                       # a dropped frame: nothing to find
+                    continue
+                f.seek(base + offset)
+                found = f.read(8)
+                if (len(found) < 8 or int.from_bytes(found[:4], "little") != ckid
+                        or int.from_bytes(found[4:], "little") != length):
+                    return frame, base + offset
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _cluster_time(body: bytes) -> int | None:
     """The Timestamp (ms at the default scale) a cluster's body starts with, if it does."""
     if len(body) < 3 or body[0] != _TIMESTAMP:
@@ -267,4 +326,4 @@ class Damage:
         return f"input damaged: {name}: " + "; ".join(parts)
 
 
-__all__ = ["Damage", "FFV1Check", "crc_is_zero", "ffv1_slices", "matroska_crc_errors", "mpegts_sync_errors"]
+__all__ = ["Damage", "FFV1Check", "crc_is_zero", "ffv1_slices", "avi_index_errors", "matroska_crc_errors", "mpegts_sync_errors"]

@@ -30,7 +30,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from instantvir_cli.errors import InputCorrupt, NetworkError
 from instantvir_cli.limits import check_memory, max_pixels
-from instantvir_cli.video.damage import Damage, FFV1Check, matroska_crc_errors, mpegts_sync_errors
+from instantvir_cli.video.damage import Damage, FFV1Check, avi_index_errors, matroska_crc_errors, mpegts_sync_errors
 from instantvir_cli.video.endpoint import Source, network_failure
 from instantvir_cli.video.info import (SWS_MATRIX, SWS_RANGE, VideoInfo, _reason, frame_colour, open_input, probe,
                                       probe_stream, video_stream)
@@ -515,6 +515,12 @@ class VideoReader:
             if not self.tolerate_damage:
                 return ts
             self.damage.notes.append(ts)
+        if info.container == "avi" and not self.live and (hole := avi_index_errors(self.path)):
+            avi = (f"frame {hole[0]}'s chunk is missing: the AVI index lists it at byte {hole[1]}, where the "
+                   f"file holds other data")
+            if not self.tolerate_damage:
+                return avi
+            self.damage.notes.append(avi)
         if cues and breakoff is None:
             first = min(cues)
             lost = (f"{len(cues)} keyframe{'s' if len(cues) != 1 else ''} its index lists "

@@ -21,7 +21,7 @@ import torch
 import media
 from instantvir_cli.errors import InputCorrupt, InputNotFound, InputUnreadable, OutputRefused, UsageError
 from instantvir_cli.video import EncodeOptions, VideoReader, VideoWriter, probe, write_synthetic_clip
-from instantvir_cli.video.damage import matroska_crc_errors, mpegts_sync_errors
+from instantvir_cli.video.damage import avi_index_errors, matroska_crc_errors, mpegts_sync_errors
 from instantvir_cli.video.reader import SWS_FLAGS
 
 FAST = EncodeOptions(preset="ultrafast")
@@ -671,3 +671,20 @@ def test_an_avi_with_dropped_frames_is_whole(tmp_path):
     assert pts[4:6] == [4, 8] and len(pts) == 13                      # the drops are there, as a jump in the index
     with VideoReader(clip, block_size=8) as reader:
         assert sum(b.frames for b in reader) == 13
+
+
+def test_an_avi_chunk_the_index_lists_but_the_file_lost_is_damage(tmp_path):
+    # a zeroed chunk header: FFmpeg skips the chunk, which then reads like a frame dropped at capture
+    # (found by a fuzzing run: exit 0 with 15 of 16 frames)
+    clip = media.generate("hole.avi", media._src("96x64", "8", 2) + ["-c:v", "mjpeg", "-q:v", "5"])
+    with av.open(str(clip)) as c:
+        pos = [p.pos for p in c.demux(video=0) if p.size]
+    data = bytearray(clip.read_bytes())
+    data[pos[13] - 8: pos[13] - 4] = bytes(4)                          # chunk 13's ID
+    bad = tmp_path / "hole.avi"
+    bad.write_bytes(bytes(data))
+    assert avi_index_errors(clip) is None
+    with pytest.raises(InputCorrupt, match="frame 13's chunk is missing"):
+        with VideoReader(bad, block_size=8) as reader:
+            for _ in reader:
+                pass
