@@ -25,6 +25,12 @@ SR4X = ("--task", "sr4x", "--model", "classical", "--preset", "ultrafast", "--no
 QUIET_FF = ("-hide_banner", "-loglevel", "error", "-nostdin")
 
 
+
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT back to its default. A suite started as a background job
+    (`.ci/run &`) hands its children SIGINT ignored, and Python then installs no handler for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def _env() -> dict[str, str]:
     env = dict(os.environ, COLUMNS="100", NO_COLOR="1", TERM="dumb")
     env.pop("VIR_PROGRESS", None)
@@ -305,6 +311,7 @@ def test_sigint_mid_pipe_leaves_a_playable_output(ffmpeg, tmp_path, to):
     src = subprocess.Popen(_live_source(ffmpeg, 60), stdout=subprocess.PIPE)
     target = ["-o", "-"] if to == "pipe" else ["-o", str(out)]
     proc = subprocess.Popen([*VIR, "restore", "-", *target, *SR4X], stdin=src.stdout, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint_default,
                             stdout=subprocess.PIPE if to == "pipe" else subprocess.DEVNULL, env=_env())
     src.stdout.close()
     dst = None
@@ -339,6 +346,7 @@ def test_a_slow_restorer_holds_a_fast_pipe_back(ffmpeg, tmp_path):
                             "-i", "testsrc2=size=64x48:rate=25:duration=600", "-c:v", "rawvideo", "-pix_fmt",
                             "yuv420p", "-f", "nut", "-"], stdout=subprocess.PIPE)
     proc = subprocess.Popen([*VIR, "restore", "-", "-o", str(tmp_path / "up.mkv"), *SR4X], stdin=src.stdout,
+                            preexec_fn=_sigint_default,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
     src.stdout.close()
     def frames_out() -> int:        # what ffmpeg got out so far
