@@ -15,6 +15,7 @@ queued for it to copy (`forward_packets` / `take_packets`).
 from __future__ import annotations
 
 import bisect
+import heapq
 import queue
 import threading
 import time
@@ -382,12 +383,20 @@ class VideoReader:
                 raise _Damaged(f"{where(frame, p)} is damaged ({reason})", drain)
             damage.mark(frame, reason)
 
+        times: list[int] = []    # pts of the video packets demuxed whose frames are not out yet (a heap)
+
         def take(frames) -> bool:
             nonlocal x, last_pts
             for f in frames:
                 if f.is_corrupt:
                     damaged(emitted + len(pts), f.pts, "the decoder concealed errors in it")
-                p = f.pts if f.pts is not None else (last_pts + step if last_pts is not None else 0)
+                # a frame's time: the smallest packet time not yet given out. The decoder returns frames
+                # in display order, the same as f.pts where its headers are right; where a stream
+                # misdeclares its reordering (box.mp4 of OpenCV's samples), f.pts goes backwards, but
+                # the sorted packet times still give each frame its own
+                p = heapq.heappop(times) if times else f.pts
+                if p is None:
+                    p = last_pts + step if last_pts is not None else 0
                 if last_pts is not None and p <= last_pts:
                     p = last_pts + 1  # keep pts strictly increasing for the encoder
                 if x is None:
@@ -440,6 +449,8 @@ class VideoReader:
                     samples += 1
                     packets += not packet.is_discard    # (an edit list's discarded samples give no frame)
                     if packet.pts is not None:
+                        if not packet.is_discard:
+                            heapq.heappush(times, packet.pts)
                         if not index.add(packet.pts):
                             damaged(index.of(packet.pts), packet.pts, "a second packet has its timestamp", drain=True)
                         end = packet.pts + (packet.duration or step)
@@ -454,6 +465,9 @@ class VideoReader:
                     if not tolerant:
                         raise _Damaged(f"{where(frame, packet.pts)} does not decode ({_reason(e)})", True) from None
                     damage.lose(frame, f"it does not decode: {_reason(e)}")
+                    if packet.pts in times:              # no frame will take its time
+                        times.remove(packet.pts)
+                        heapq.heapify(times)
                     continue
                 if not take(frames):
                     return
