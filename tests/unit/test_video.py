@@ -646,19 +646,29 @@ def test_whole_transport_streams_pass_the_sync_check(tmp_path):
         assert sum(b.frames for b in reader) == 8
 
 
-def test_an_avi_cut_between_chunks_is_truncated(tmp_path):
-    # its index (at the end) is lost, so FFmpeg takes the duration from the chunks it finds; the
-    # header's frame count still says 16 (found by the long fuzzing run: exit 0 with 14 frames)
-    clip = media.generate("cut.avi", media._src("96x64", "8", 2) + ["-c:v", "mjpeg", "-q:v", "5"])
+def _mjpeg_avi() -> tuple[Path, list[int]]:
+    """A 16-frame MJPEG AVI and the byte positions of its video chunks' data."""
+    clip = media.generate("chunks.avi", media._src("96x64", "8", 2) + ["-c:v", "mjpeg", "-q:v", "5"])
     with av.open(str(clip)) as c:
         pos = [p.pos for p in c.demux(video=0) if p.size]
     assert len(pos) == 16
+    return clip, pos
+
+
+def _read_through(path: Path) -> None:
+    with VideoReader(path, block_size=8) as reader:
+        for _ in reader:
+            pass
+
+
+def test_an_avi_cut_between_chunks_is_truncated(tmp_path):
+    # its index (at the end) is lost, so FFmpeg takes the duration from the chunks it finds; the
+    # header's frame count still says 16 (found by the long fuzzing run: exit 0 with 14 frames)
+    clip, pos = _mjpeg_avi()
     bad = tmp_path / "cut.avi"
     bad.write_bytes(clip.read_bytes()[: pos[14] - 8])                  # chunks 0-13 whole, nothing after
     with pytest.raises(InputCorrupt, match="ends at frame 14 of the 16"):
-        with VideoReader(bad, block_size=8) as reader:
-            for _ in reader:
-                pass
+        _read_through(bad)
 
 
 def test_an_avi_with_dropped_frames_is_whole(tmp_path):
@@ -676,15 +686,11 @@ def test_an_avi_with_dropped_frames_is_whole(tmp_path):
 def test_an_avi_chunk_the_index_lists_but_the_file_lost_is_damage(tmp_path):
     # a zeroed chunk header: FFmpeg skips the chunk, which then reads like a frame dropped at capture
     # (found by a fuzzing run: exit 0 with 15 of 16 frames)
-    clip = media.generate("hole.avi", media._src("96x64", "8", 2) + ["-c:v", "mjpeg", "-q:v", "5"])
-    with av.open(str(clip)) as c:
-        pos = [p.pos for p in c.demux(video=0) if p.size]
+    clip, pos = _mjpeg_avi()
     data = bytearray(clip.read_bytes())
     data[pos[13] - 8: pos[13] - 4] = bytes(4)                          # chunk 13's ID
     bad = tmp_path / "hole.avi"
     bad.write_bytes(bytes(data))
     assert avi_index_errors(clip) is None
     with pytest.raises(InputCorrupt, match="frame 13's chunk is missing"):
-        with VideoReader(bad, block_size=8) as reader:
-            for _ in reader:
-                pass
+        _read_through(bad)
