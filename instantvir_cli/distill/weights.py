@@ -12,8 +12,6 @@ hash (`models.identity`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -55,14 +53,14 @@ def check_weight_paths(cfg, stages: tuple[str, ...] | None = None) -> dict[str, 
 
 def artifact_identity(path: Path) -> str | None:
     """A short identity of a weights file or folder: a vir header's hash, else path/size/content hash."""
-    from instantvir_cli.models.checkpoint import read_header
+    from instantvir_cli.distill.export import artifact_id
     from instantvir_cli.models.identity import weights_identity
 
     if not path.exists():
         return None
     if path.is_file() and path.suffix == ".safetensors":
         try:
-            return hashlib.sha256(json.dumps(read_header(path), sort_keys=True).encode()).hexdigest()[:16]
+            return artifact_id(path)
         except CheckpointError as err:
             if "without a vir header" not in str(err):
                 raise

@@ -27,10 +27,10 @@ import av
 from instantvir_cli.errors import InputUnreadable, NetworkError, OutputRefused, UsageError
 from instantvir_cli.keyvalue import parse_key_values
 from instantvir_cli.limits import NETWORK_TIMEOUT_S
+from instantvir_cli.video.info import MOV
 
 DEFAULT_TIMEOUT = NETWORK_TIMEOUT_S     # seconds a URL may stay silent (limits.py)
 PIPE_FORMAT = "matroska"   # the container written to stdout without --format
-MOV = "mov,mp4,m4a,3gp,3g2,mj2"
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|file:)", re.IGNORECASE)   # scheme://... or file:...
 # a URL sink's container when --format is not given
 SCHEME_FORMAT = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rtp_mpegts", "rtmp": "flv",

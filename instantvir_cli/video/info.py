@@ -82,7 +82,8 @@ def check_input_file(path: Path) -> Path:
 
 
 # containers whose header records the length of the file (MPEG-TS/PS and raw streams don't)
-DECLARING = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
+MOV = "mov,mp4,m4a,3gp,3g2,mj2"   # FFmpeg's name of the MP4/MOV demuxer
+DECLARING = (MOV, "matroska,webm", "avi")
 
 
 def open_input(path: Path) -> av.container.InputContainer:

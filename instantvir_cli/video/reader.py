@@ -33,10 +33,9 @@ from instantvir_cli.errors import InputCorrupt, NetworkError
 from instantvir_cli.limits import check_memory, max_pixels
 from instantvir_cli.video.damage import Damage, FFV1Check, avi_index_errors, matroska_crc_errors, mpegts_sync_errors
 from instantvir_cli.video.endpoint import Source, network_failure
-from instantvir_cli.video.info import (SWS_MATRIX, SWS_RANGE, VideoInfo, _reason, frame_colour, open_input, probe,
+from instantvir_cli.video.info import (MOV, SWS_MATRIX, SWS_RANGE, VideoInfo, _reason, frame_colour, open_input, probe,
                                       probe_stream, video_stream)
 
-MOV = "mov,mp4,m4a,3gp,3g2,mj2"   # its index counts every sample: fewer packets than that is truncation
 ONE_BLOCK = {"ffv1", "vp9", "av1", "mjpeg", "prores", "utvideo", "huffyuv", "ffvhuff", "rawvideo", "dnxhd", "png"}
 PROGRESSIVE_ONE_PACKET = {"h264", "hevc", "mpeg2video", "mpeg4"}
 
