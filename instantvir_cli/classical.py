@@ -259,16 +259,19 @@ class WienerTVDeblur(FrameRestorer):
         KY, rinv = KY * inv, inv * rho
         gx, gy = _circ_grad(x)
         ux, uy = torch.zeros_like(gx), torch.zeros_like(gy)
-        for _ in range(iters):
+        for i in range(iters):
+            last = i == iters - 1   # the last iteration needs neither the next dual nor grad x
             vx, vy = gx.add_(ux), gy.add_(uy)
             mag = torch.hypot(vx, vy).clamp_(min=1e-12)
             shrink = torch.div(-lam / rho, mag).add_(1.0).clamp_(min=0.0)  # (..., LH, LW)
-            keep = 1 - shrink
-            ux, uy = vx * keep, vy * keep
+            if not last:
+                keep = 1 - shrink
+                ux, uy = vx * keep, vy * keep
             f = shrink.mul_(2).sub_(1)  # 2 s - 1
             X = torch.fft.rfft2(_circ_grad_t(vx.mul_(f), vy.mul_(f))).mul_(rinv).add_(KY)  # z - u
             x = torch.fft.irfft2(X, s=s)
-            gx, gy = _circ_grad(x)
+            if not last:
+                gx, gy = _circ_grad(x)
         return x
 
 

@@ -99,17 +99,22 @@ def smooth_change(change: Tensor, b: float, last: Tensor | None = None,
 
 def decode_student(spec: DecodeSpec, decode: Decode, z_hat: Tensor, z_in: Tensor, x0: Tensor,
                    zero: Callable[[], Tensor] | None = None, last: Tensor | None = None,
-                   frames: int | None = None) -> tuple[Tensor, Tensor | None]:
+                   frames: int | None = None,
+                   difference: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
     """Restored pixels x (B, C, T, H, W) of the student's latent z_hat (B, d, T', h, w), by `spec`.
 
     `decode` is the VAE's decoder (whole-clip, or one block of a stream); `zero()` gives D(0) as
     `decode` would (delta only); `last`/`frames` carry the change's EMA across a stream's blocks
-    (`smooth_change`). Returns x and the EMA state for the next block (`last` unchanged without one).
+    (`smooth_change`); `difference(z_a, z_b)`, where given, is D(z_a) - D(z_b) of the two streams
+    in one pass (`LeanVAE.decode_difference_stream`), for the residual path. Returns x and the EMA
+    state for the next block (`last` unchanged without one).
     """
     if not spec.residual:
         return decode(z_hat), last
     if spec.delta:
         change = decode(z_hat - z_in) - zero()
+    elif difference is not None:
+        change = difference(z_hat, z_in)                                 # (B, C, T, H, W)
     else:
         x_hat, x_in = decode(torch.cat([z_hat, z_in])).chunk(2)
         change = x_hat - x_in                                            # (B, C, T, H, W)

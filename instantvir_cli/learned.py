@@ -220,11 +220,14 @@ class InstantViRRestorer:
             def decode(z: torch.Tensor) -> torch.Tensor:                 # (B, C, T, H, W), padding cropped
                 return self.vae.decode_stream(z, self._dec)[..., :H, :W].float()
 
+            def difference(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:   # D(z_a) - D(z_b)
+                return self.vae.decode_difference_stream(z_a, z_b, self._dec)[..., :H, :W].float()
+
             def zero() -> torch.Tensor:                                  # D(0) of this block's form
                 return self._zero_decode(z_hat)[..., :H, :W]
 
             x, self._last_change = decode_student(self.spec, decode, z_hat, z_in.to(z_hat.dtype), x0, zero,
-                                                  self._last_change, frames)
+                                                  self._last_change, frames, difference)
         t0 = self._tick("vae_decode", t0)
         x, y = x[:, :, :frames], y[:, :, :frames]
         x = self.consistency(self.op, x, y, None if m is None else m[:, :, :frames]).clamp_(-1, 1)

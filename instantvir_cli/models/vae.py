@@ -140,7 +140,8 @@ class VAEStreamState:
     frames: int = 0             # frames consumed: pixel frames (encode) or latent frames (decode)
     direction: str = ""         # "encode" or "decode", fixed by the first call
     grid: tuple[int, ...] = ()  # (B, h, w) of the token frames, fixed by the first call
-    cache: dict[str, torch.Tensor] = field(default_factory=dict)  # conv name -> (B, 2, h, w, D) input frames
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)  # conv name -> (B, 2 or 3, h, w, D) input frames
+    ring: dict[str, int] = field(default_factory=dict)  # conv name -> slot of its newest frame, where a ring of 3
 
     @property
     def nbytes(self) -> int:
@@ -152,6 +153,11 @@ class CausalConv3d(nn.Module):
 
     Zero padding of 1 in space; in time, the two frames before the chunk: zeros at the start of
     a clip, the cached last two input frames otherwise.
+
+    With gradients the cached frames and the chunk are concatenated. Without them, one frame at
+    a time, the cache is a ring of three frame slots: each frame is written into the slot of
+    the oldest, and the kernel's time taps are rotated to the slots' order instead, so a frame
+    is copied once rather than three times (the same sums in another order: equal to rounding).
     """
 
     def __init__(self, dim: int):
@@ -160,12 +166,40 @@ class CausalConv3d(nn.Module):
         self.name = ""  # key of this layer's frames in VAEStreamState.cache, set by LeanVAE
 
     def forward(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        if x.shape[1] == 1 and not torch.is_grad_enabled():
+            return self._ring_step(x, state)
         B, T, h, w, D = x.shape
-        head = x.new_zeros(B, 2, h, w, D) if state.first else state.cache[self.name]
+        head = x.new_zeros(B, 2, h, w, D) if state.first else self._last_two(state)
         x = torch.cat([head, x], dim=1)                                       # (B, 2+T, h, w, D)
         state.cache[self.name] = x[:, -2:]  # a view: keeps this small buffer, saves a copy
+        state.ring.pop(self.name, None)
         # channels-last in memory is channels_last_3d for the conv: no layout copies
         return self.conv(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)    # (B, T, h, w, D)
+
+    def _last_two(self, state: VAEStreamState) -> torch.Tensor:
+        """The cached two frames before the chunk, oldest first: (B, 2, h, w, D)."""
+        frames = state.cache[self.name]
+        if self.name in state.ring:                                           # a ring: slots 0..2
+            newest = state.ring[self.name]
+            frames = frames[:, [(newest + 2) % 3, newest]]
+        return frames
+
+    def _ring_step(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        """One frame x: (B, 1, h, w, D) through the ring cache -> (B, 1, h, w, D)."""
+        B, _, h, w, D = x.shape
+        ring = state.cache.get(self.name)
+        if state.first or self.name not in state.ring:
+            head = x.new_zeros(B, 2, h, w, D) if state.first else self._last_two(state)
+            ring, slot = torch.cat([head, x], dim=1), 2                       # (B, 3, h, w, D)
+        else:
+            slot = (state.ring[self.name] + 1) % 3
+            ring[:, slot] = x[:, 0]
+        state.cache[self.name], state.ring[self.name] = ring, slot
+        # slot s holds the frame at time tap 2 - (slot - s) mod 3 (tap 2: the newest)
+        taps = [2 - (slot - s) % 3 for s in range(3)]
+        weight = self.conv.weight if taps == [0, 1, 2] else self.conv.weight[:, :, taps]
+        out = F.conv3d(ring.permute(0, 4, 1, 2, 3), weight, self.conv.bias, padding=(0, 1, 1), groups=D)
+        return out.permute(0, 2, 3, 4, 1)                                     # (B, 1, h, w, D)
 
 
 # token rows per feed-forward chunk at inference: a chunk's (rows, 2 Dh) hidden layer (8 MB at
@@ -186,25 +220,36 @@ class NAFBlock(nn.Module):
         self.fc1 = nn.Linear(dim, 2 * hidden, bias=False)
         self.fc2 = nn.Linear(hidden, dim, bias=False)
 
-    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+    def ffn(self, x: torch.Tensor, residual: bool = False) -> torch.Tensor:
+        """The feed-forward of x (..., D), plus x itself with `residual`."""
         if torch.is_grad_enabled() or x.numel() <= FFN_ROWS * x.shape[-1]:
-            return self._ffn(x)
-        # inference on many tokens: rows in chunks, so the wide hidden layer stays in cache
+            return x + self._ffn(x) if residual else self._ffn(x)
+        # inference on many tokens: rows in chunks, so the wide hidden layer stays in cache,
+        # each chunk's residual sum written straight into the output
         flat = x.reshape(-1, x.shape[-1])                                     # (N, D)
         out = torch.empty_like(flat)
         for i in range(0, flat.shape[0], FFN_ROWS):
-            out[i:i + FFN_ROWS] = self._ffn(flat[i:i + FFN_ROWS])
+            rows = flat[i:i + FFN_ROWS]
+            if residual:
+                torch.add(rows, self._ffn(rows), out=out[i:i + FFN_ROWS])
+            else:
+                out[i:i + FFN_ROWS] = self._ffn(rows)
         return out.view(x.shape)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         x, gate = self.fc1(self.norm(x)).chunk(2, dim=-1)                     # (..., Dh) x2
-        return self.fc2(F.gelu(gate) * x)                                     # (..., D)
+        if torch.is_grad_enabled():
+            return self.fc2(F.gelu(gate) * x)                                 # (..., D)
+        return self.fc2(F.gelu(gate).mul_(x))                                 # the same, one temporary fewer
 
     def forward(self, x: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
-        if self.residual:
+        if not self.residual:
+            return self.ffn(self.conv(x, state))
+        if torch.is_grad_enabled():
             x = x + self.conv(x, state)
-            return x + self.ffn(x)
-        return self.ffn(self.conv(x, state))
+        else:
+            x = self.conv(x, state).add_(x)                                   # x + conv(x), in place
+        return self.ffn(x, residual=True)
 
 
 class NAFStack(nn.Module):
@@ -305,17 +350,24 @@ class Decoder(nn.Module):
         self.head_image = WaveletPatch(*patch, video=False, head=True)
         self.head_video = WaveletPatch(*patch, video=True, head=True)
 
-    def forward(self, h: torch.Tensor, state: VAEStreamState, out: torch.Tensor):
-        """h: (B, T', h, w, D) -> pixels in [-1, 1] written into out: (B, C, T, H, W)."""
+    def forward(self, h: torch.Tensor, state: VAEStreamState, out: torch.Tensor, difference: bool = False):
+        """h: (B, T', h, w, D) -> pixels in [-1, 1] written into out: (B, C, T, H, W).
+
+        With `difference`, h holds two streams (2B, ...) and out gets D(first) - D(second),
+        (B, C, T, H, W): the pixel head is linear, so it maps the difference of the two streams'
+        features once, without its bias, instead of each stream's features."""
         cfg, Dl = self.cfg, self.cfg.dim_low
         h = self.fusion(h, state)
         h = torch.cat([self.low(h[..., :Dl], state),
                        self.high(h[..., Dl:], state)], dim=-1)               # (B, T', h, w, D)
+        if difference:
+            a, b = h.chunk(2)
+            h = a.sub_(b) if not torch.is_grad_enabled() else a - b          # (B/2, T', h, w, D)
         if state.first:
-            self.head_image.unembed_into(out[:, :, :1], h[:, :1], cfg.pixel_scale)
+            self.head_image.unembed_into(out[:, :, :1], h[:, :1], cfg.pixel_scale, bias=not difference)
             out, h = out[:, :, 1:], h[:, 1:]
         if h.shape[1] > 0:
-            self.head_video.unembed_into(out, h, cfg.pixel_scale)
+            self.head_video.unembed_into(out, h, cfg.pixel_scale, bias=not difference)
 
 
 #################################################################################
@@ -399,21 +451,25 @@ class LeanVAE(nn.Module):
                 logvars.append(self.logvar(h).clamp(-30.0, 20.0).permute(0, 4, 1, 2, 3))
         return torch.cat(means, dim=2), (torch.cat(logvars, dim=2) if logvar else None)
 
-    def _decode(self, z: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
-        """Pixels (B, C, T, H, W) of the next latent frames z: (B, d, n, h, w)."""
+    def _decode(self, z: torch.Tensor, state: VAEStreamState, difference: bool = False) -> torch.Tensor:
+        """Pixels (B, C, T, H, W) of the next latent frames z: (B, d, n, h, w); with `difference`
+        (B even) D(z[:B/2]) - D(z[B/2:]), (B/2, C, T, H, W)."""
         cfg = self.cfg
         if z.ndim != 5 or z.shape[1] != cfg.latent_channels or z.shape[2] == 0:
             raise ValueError(f"expected latents (B, {cfg.latent_channels}, T', h, w) with T' >= 1, "
                              f"got {tuple(z.shape)}")
         B, _, n, h, w = z.shape
+        if difference and B % 2:
+            raise ValueError(f"a difference of two streams needs an even batch, got {B}")
         self._begin(state, "decode", (B, h, w))
         T = n * cfg.time_factor - (cfg.time_factor - 1 if state.first else 0)
-        x = z.new_empty(B, cfg.in_channels, T, h * cfg.space_factor, w * cfg.space_factor)
+        x = z.new_empty(B // 2 if difference else B, cfg.in_channels, T, h * cfg.space_factor, w * cfg.space_factor)
         t = 0
         for j in range(n):
             nt = 1 if state.first else cfg.time_factor                        # pixel frames of latent j
             zj = z[:, :, j:j + 1].permute(0, 2, 3, 4, 1).contiguous()        # (B, 1, h, w, d)
-            self.decoder(self.bottleneck.reconstruct(zj, state), state, out=x[:, :, t:t + nt])
+            self.decoder(self.bottleneck.reconstruct(zj, state), state, out=x[:, :, t:t + nt],
+                         difference=difference)
             state.first, state.frames, t = False, state.frames + 1, t + nt
         return x
 
@@ -462,6 +518,15 @@ class LeanVAE(nn.Module):
             over blocks it equals `decode` of the whole latent bit for bit.
         """
         return self._decode(z, state)
+
+    def decode_difference_stream(self, z_a: torch.Tensor, z_b: torch.Tensor, state: VAEStreamState) -> torch.Tensor:
+        """D(z_a) - D(z_b) of the next block of two streams decoded as one batch; updates `state`.
+
+        z_a, z_b: (B, d, n, h, w). The state is that of `decode_stream(torch.cat([z_a, z_b]), state)`,
+        and the result equals its two halves' difference to rounding: the pixel head, which is
+        linear, maps the difference of the features once. Returns (B, C, T, H, W).
+        """
+        return self._decode(torch.cat([z_a, z_b]), state, difference=True)
 
     # ---------------------------------------------------------------- training
 

@@ -134,12 +134,14 @@ class WaveletPatch(nn.Module):
         Dl = self.low.out_features
         return F.linear(x, w[:Dl], b[:Dl]), F.linear(x, w[Dl:], b[Dl:])
 
-    def unembed_into(self, out: torch.Tensor, h: torch.Tensor, scale: float):
-        """h: (B, t, h, w, Dl + Dh) -> pixels written into out: (B, C, t*tp, H, W).
+    def unembed_into(self, out: torch.Tensor, h: torch.Tensor, scale: float, bias: bool = True):
+        """h: (B, t, h, w, Dl + Dh) -> pixels written into out: (B, C, t*tp, H, W); without
+        `bias`, the linear part alone (what maps a difference of features).
 
         At inference, a few token rows at a time: each chunk's pixels are still in cache
         when they are scattered into `out`."""
         w, b = self.head_weights(scale)
+        b = b if bias else None
         rows = h.shape[2] if torch.is_grad_enabled() else max(1, HEAD_TOKENS // (h.shape[0] * h.shape[1] * h.shape[3]))
         for i in range(0, h.shape[2], rows):
             unpatchify_into(out[..., i * self.sp:(i + rows) * self.sp, :], F.linear(h[:, :, i:i + rows], w, b),

@@ -141,6 +141,53 @@ def test_stream_decode_equals_full_pass_bit_for_bit(name):
     assert state.frames == 7 and 0 < state.nbytes
 
 
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_inference_ring_cache_matches_the_training_path(name):
+    # without gradients the temporal convs keep a 3-slot ring and rotate their taps; with them
+    # they concatenate: the same sums, so equal to rounding, over more frames than the ring holds
+    vae, k = _model(CONFIGS[name]), CONFIGS[name].time_factor
+    x = _clip(1 + 6 * k)
+    with torch.enable_grad():
+        z_train = vae.encode(x).detach()
+        x_train = vae.decode(z_train).detach()
+    with torch.no_grad():
+        z_ring, x_ring = vae.encode(x), vae.decode(z_train)
+    assert (z_ring - z_train).abs().max() < 1e-5
+    assert (x_ring - x_train).abs().max() < 1e-5
+
+
+def test_a_stream_may_switch_between_the_ring_and_the_concatenating_cache():
+    vae = _model()
+    z = torch.randn(2, 4, 6, 3, 2, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        whole = vae.decode(z)
+    state, xs = VAEStreamState(), []
+    for start, grad in ((0, False), (2, True), (3, False), (5, True)):
+        stop = {0: 2, 2: 3, 3: 5, 5: 6}[start]
+        with torch.set_grad_enabled(grad):
+            xs.append(vae.decode_stream(z[:, :, start:stop], state).detach())
+    assert (torch.cat(xs, 2) - whole).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_difference_decode_equals_the_difference_of_two_streams(name):
+    vae = _model(CONFIGS[name])
+    g = torch.Generator().manual_seed(4)
+    za, zb = torch.randn(1, 4, 7, 3, 2, generator=g), torch.randn(1, 4, 7, 3, 2, generator=g)
+    with torch.no_grad():
+        xa, xb = vae.decode(torch.cat([za, zb])).chunk(2)
+        s_pair, s_diff, parts = VAEStreamState(), VAEStreamState(), []
+        for start, stop in ((0, 3), (3, 6), (6, 7)):
+            d = vae.decode_difference_stream(za[:, :, start:stop], zb[:, :, start:stop], s_diff)
+            a, b = vae.decode_stream(torch.cat([za[:, :, start:stop], zb[:, :, start:stop]]), s_pair).chunk(2)
+            assert (d - (a - b)).abs().max() < 1e-5
+            parts.append(d)
+    assert (torch.cat(parts, 2) - (xa - xb)).abs().max() < 1e-5
+    assert (xa - xb).abs().max() > 0.01         # the streams differ: the check is not of zeros
+    with pytest.raises(ValueError, match="even batch"):
+        vae._decode(torch.randn(3, 4, 1, 3, 2), VAEStreamState(), difference=True)
+
+
 def test_encoding_and_decoding_are_causal():
     vae = _model()
     x = _clip(13)
