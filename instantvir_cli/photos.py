@@ -27,14 +27,15 @@ An integer factor keeps the resampling kernel's support a whole number of source
 keeps most photos at 1280-1920 px. A data pack stores them smaller (PACK_SIDE, 512: as large as
 scikit-image's photographs), by the same rule from the original.
 
-    python -m instantvir_cli.footage --photos --list          # the catalogue
-    python -m instantvir_cli.footage --photos --split train   # fetch the train photos, print their paths
+    python -m instantvir_cli.photos [DEST] [NAME ...] [--split train|val|test] [--list]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,6 +201,31 @@ def catalogue_table() -> str:
     return "\n".join(rows)
 
 
+def main(argv: list[str]) -> None:
+    """Fetch photographs (default: every one) into DEST (default the footage cache) and print their paths."""
+    ap = argparse.ArgumentParser(prog="python -m instantvir_cli.photos",
+                                 description="Fetch the catalogue's photographs into a cache and print the paths.")
+    ap.add_argument("dest", nargs="?", type=Path, default=None, help="folder (default: the footage cache)")
+    ap.add_argument("names", nargs="*", help="photographs (default: every one)")
+    ap.add_argument("--split", choices=SPLITS, action="append", help="every photograph of this split (repeatable)")
+    ap.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        print(catalogue_table())
+        return
+    names = tuple(args.names) + tuple(n for s in args.split or () for n in split_photos(s))
+    for path in fetch_photos(tuple(dict.fromkeys(names)) or tuple(PHOTOS), args.dest).values():
+        print(path)
+
+
 __all__ = ["MAX_SIDE", "PACK_SIDE", "PHOTOS", "Photo", "bound", "catalogue_table", "cc_deed", "decode",
-           "fetch_photos", "licence_problem", "load_photos", "pack_entry", "photo_array", "photo_path",
+           "fetch_photos", "licence_problem", "load_photos", "main", "pack_entry", "photo_array", "photo_path",
            "split_photos", "used_size"]
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (InputNotFound, InputUnreadable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

@@ -153,7 +153,7 @@ def check_images(names: tuple[str, ...]) -> None:
     for n in others:
         if not callable(getattr(skimage.data, n, None)):
             raise ConfigError(f"data.images: {n!r} is no photograph of the footage catalogue "
-                              f"(python -m instantvir_cli.footage --photos --list), and skimage.data has no "
+                              f"(python -m instantvir_cli.photos --list), and skimage.data has no "
                               f"photograph {n!r}")
 
 

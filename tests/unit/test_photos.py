@@ -181,9 +181,9 @@ def _build_deb(root: Path, package: str, files: dict[str, bytes]) -> Path:
     (tree / "DEBIAN").mkdir(parents=True)
     (tree / "DEBIAN" / "control").write_text(f"Package: {package}\nVersion: 1.0\nArchitecture: all\n"
                                              "Maintainer: nobody <nobody@example.org>\nDescription: test\n")
-    for path, data in files.items():
+    for path, content in files.items():
         (tree / path).parent.mkdir(parents=True, exist_ok=True)
-        (tree / path).write_bytes(data)
+        (tree / path).write_bytes(content)
     deb = root / f"{package}_1.0_all.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)], check=True, capture_output=True)
     return deb
@@ -266,8 +266,9 @@ def test_unknown_photo_is_refused_with_the_known_names(tmp_path):
 
 # ----------------------------------------------------------------------------- training on them
 def _data(**kw) -> DataConfig:
-    return DataConfig(**{**dict(paths=(), footage=(), images=("marigold",), val_clips=(), frames=5, crop=32,
-                                val_frames=9, val_size=32, workers=0), **kw})
+    base = {"paths": (), "footage": (), "images": ("marigold",), "val_clips": (), "frames": 5, "crop": 32,
+            "val_frames": 9, "val_size": 32, "workers": 0}
+    return DataConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("name, split", [("baboon", "test"), ("china", "test"), ("fruits", "val")])
@@ -333,12 +334,12 @@ def test_main_lists_and_fetches_photos(tmp_path, monkeypatch, capsys):
     got = []
     monkeypatch.setattr(photos, "fetch_photos", lambda names, dest: got.append((names, dest)) or
                         {n: photos.photo_path(n, dest) for n in names})
-    footage.main(["--photos", str(tmp_path), "--split", "val"])
+    photos.main([str(tmp_path), "--split", "val"])
     assert got == [(photos.split_photos("val"), tmp_path)]
     assert capsys.readouterr().out.splitlines()[0] == str(tmp_path / "photos" / "drum_room.jpg")
-    footage.main(["--photos"])
+    photos.main([])
     assert got[-1] == (tuple(photos.PHOTOS), None)
-    footage.main(["--photos", "--list"])
+    photos.main(["--list"])
     table = capsys.readouterr().out
     assert all(f"| {n} |" in table for n in photos.PHOTOS) and "| 4352x2448 | 1451x816 |" in table
 
