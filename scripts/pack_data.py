@@ -3,10 +3,11 @@
     python scripts/pack_data.py .device-pack                               # configs/default.toml's data, 38 MiB
     python scripts/pack_data.py /tmp/pack --config configs/device-tiny.toml --max-mib 12   # the tests' tiny pack
 
-Reads [data] of the config (its `pack` key is ignored): the footage clips, fetched into the cache
-by the project's downloader, and the scikit-image photographs. Training clips must be of the
-catalogue's `train` split and validation clips of `train` or `val`; a `test` clip or a file of
-data.paths is refused. Writes the folder's manifest.json and arrays, deterministically
+Reads [data] of the config (its `pack` key is ignored): the footage clips and the catalogue's
+photographs, fetched into the cache by the project's downloader, and the scikit-image photographs.
+Training clips must be of the catalogue's `train` split and validation clips of `train` or `val`;
+a `test` clip or a file of data.paths is refused, and so is a photograph that is not `train`.
+Catalogue photographs are stored at most 512 px on the long side (instantvir_cli.photos.PACK_SIDE). Writes the folder's manifest.json and arrays, deterministically
 (instantvir_cli.distill.pack, .packing). The default budget leaves room for the tracked tree
 (24 MiB, mostly the shipped weights) within the 64 MiB the device tool carries; at most 60 MiB.
 
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
     manifest = build_pack(args.dest, data, find_sources(data), int(args.max_mib * 2**20), describe)
     total = sum(p.stat().st_size for p in args.dest.iterdir() if p.is_file()) / 2**20
     for e in manifest["entries"]:
-        extra = f", scale {e['scale']} of {e['original_size'][0]}x{e['original_size'][1]}" if e["kind"] == "video" else ""
+        extra = f", scale {e['scale']} of {e['original_size'][0]}x{e['original_size'][1]}" if "scale" in e else ""
         print(f"{e['kind']:5} {e['name']:22} {'x'.join(map(str, e['shape'])):>18}{extra}")
     tree = tracked_mib()
     print(f"{args.dest}: {total:.1f} MiB" + (f"; with the tracked tree ({tree:.1f} MiB) {total + tree:.1f} MiB of the "

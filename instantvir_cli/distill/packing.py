@@ -69,7 +69,8 @@ def build_pack(dest: str | Path, cfg: DataConfig, sources: Sources, max_bytes: i
                describe=None) -> dict:
     """Write the pack of `sources` (`data.Sources` found from [data] with the cache) into `dest`.
 
-    Validation clips as `load_val_clip` cuts them, photographs whole, then the training videos, all
+    Validation clips as `load_val_clip` cuts them, photographs (scikit-image's whole, the catalogue's at
+    most `photos.PACK_SIDE` on the long side), then the training videos, all
     downscaled by one factor (`video_scale`) so the pack fits `max_bytes`; ConfigError when even
     that leaves a video's short side under the crop. `describe(name)` gives the source and licence
     of a clip ({"source", "licence", "split"}). Returns the manifest.
@@ -84,14 +85,17 @@ def build_pack(dest: str | Path, cfg: DataConfig, sources: Sources, max_bytes: i
         x = load_val_clip(src, cfg.val_frames, cfg.val_size)[0]
         entries.append(_save(root, f"val-{src.name}.npy", _uint8(x), {"kind": "val", "name": src.name,
                                                                         **describe(src.name)}))
-    if sources.train_images:
-        import skimage
+    for img in sources.train_images:
+        from instantvir_cli import photos
 
-        for img in sources.train_images:
+        if img.name in photos.PHOTOS:     # a catalogue photograph, at most PACK_SIDE on its long side
+            a, about = photos.pack_entry(img.name)
+        else:
+            import skimage
+
             a = load_image_array(img.name)
-            entries.append(_save(root, f"image-{img.name}.npy", a, {
-                "kind": "image", "name": img.name, "source": f"scikit-image {skimage.__version__} (skimage.data)",
-                "licence": None, "split": "train"}))
+            about = {"source": f"scikit-image {skimage.__version__} (skimage.data)", "licence": None, "split": "train"}
+        entries.append(_save(root, f"image-{img.name}.npy", a, {"kind": "image", "name": img.name, **about}))
     used = sum((root / e["file"]).stat().st_size for e in entries) + (64 << 10)   # headers, manifest
     scale = video_scale(max_bytes - used, [(s.frames, s.height, s.width) for s in sources.train_videos])
     if sources.train_videos and max_bytes - used <= 0:
