@@ -313,22 +313,42 @@ def _gauss_conv(v: torch.Tensor, g: list[float]) -> torch.Tensor:
     return out
 
 
-def normalized_convolution(v: torch.Tensor, m: torch.Tensor, g: list[float], tau: float, levels: int) -> torch.Tensor:
+def mask_pyramid(m: torch.Tensor, g: list[float], tau: float, levels: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """What `normalized_convolution` takes from the mask alone, per pyramid level (finest first):
+    the observed pixels' weight clamped away from 0, and the blend weight of that level's own
+    estimate against the next coarser one (None at the last level). m: (N, 1, H, W) in {0, 1}.
+
+    A static mask gives the same pyramid for every frame, so a restorer computes it once.
+    """
+    out = []
+    while True:
+        den = _gauss_conv(m, g)
+        H, W = m.shape[-2:]
+        coarser = levels > 0 and min(H, W) > 1 and bool((den < tau).any())
+        out.append((den.clamp(min=1e-6), (den / tau).clamp(max=1.0) if coarser else None))
+        if not coarser:
+            return out
+        m, levels = F.avg_pool2d(m, 2, ceil_mode=True), levels - 1
+
+
+def normalized_convolution(v: torch.Tensor, m: torch.Tensor, g: list[float], tau: float, levels: int,
+                           pyramid: list | None = None) -> torch.Tensor:
     """Fill (N, C, H, W) frames from observed values v = m * y, m: (N, 1, H, W) in {0, 1}.
 
     Gaussian-weighted mean of the observed neighbours; where the weight of the observed
     pixels is below `tau`, blend in the same estimate from a 2x coarser pyramid level.
+    `pyramid`: `mask_pyramid(m, g, tau, levels)`, when already computed.
     """
-    num, den = _gauss_conv(v, g), _gauss_conv(m, g)
-    est = num / den.clamp(min=1e-6)
-    H, W = v.shape[-2:]
-    if levels > 0 and min(H, W) > 1 and bool((den < tau).any()):
-        coarse = normalized_convolution(
-            F.avg_pool2d(v, 2, ceil_mode=True), F.avg_pool2d(m, 2, ceil_mode=True), g, tau, levels - 1
-        )
-        up = F.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
-        w = (den / tau).clamp(max=1.0)
-        est = w * est + (1 - w) * up
+    return _fill(v, pyramid or mask_pyramid(m, g, tau, levels), g)
+
+
+def _fill(v: torch.Tensor, pyramid: list, g: list[float], level: int = 0) -> torch.Tensor:
+    den, w = pyramid[level]
+    est = _gauss_conv(v, g).div_(den)
+    if w is not None:
+        coarse = _fill(F.avg_pool2d(v, 2, ceil_mode=True), pyramid, g, level + 1)
+        up = F.interpolate(coarse, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        est = est.mul_(w).add_(up.mul_(1 - w))   # w est + (1 - w) up
     return est
 
 
@@ -360,6 +380,17 @@ class NormalizedConvInpaint(FrameRestorer):
     def __init__(self, op: Inpaint, params: InpaintParams = InpaintParams()) -> None:
         super().__init__(op)
         self.params = params
+        self._pyramid: tuple | None = None   # (mask tensor, mask_pyramid) of a static mask
+
+    def _mask_pyramid(self, m5: torch.Tensor, m: torch.Tensor, g: list[float]) -> list:
+        """`mask_pyramid` of m, kept while the op's (1, 1, 1, H, W) mask m5 is the same tensor
+        (an operator's mask is fixed: `Inpaint.with_mask` makes a new operator)."""
+        p, cached = self.params, self._pyramid
+        if m5.shape[2] != 1:
+            return mask_pyramid(m, g, p.tau, p.max_levels)
+        if cached is None or cached[0] is not m5:
+            cached = self._pyramid = (m5, mask_pyramid(m5[:, :, 0], g, p.tau, p.max_levels))
+        return cached[1]
 
     def restore(self, y: torch.Tensor) -> torch.Tensor:
         p = self.params
@@ -371,7 +402,7 @@ class NormalizedConvInpaint(FrameRestorer):
         g = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * p.nc_sigma**2))
         g = (g / g.sum()).tolist()
         v = yf * m
-        est = normalized_convolution(v, m, g, p.tau, p.max_levels)
+        est = normalized_convolution(v, m, g, p.tau, p.max_levels, self._mask_pyramid(m5, m, g))
         refine = p.cg_iters > 0 and min(H, W) >= 3
         if self.op.sigma_y > 0:  # noisy observations: smooth them too
             x = self._cg(est, v, m, p, soft=p.data_weight / noise_var(self.op)) if refine else est

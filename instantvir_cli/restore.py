@@ -1,6 +1,6 @@
 """The streaming restore path that `vir restore`, `vir bench` and the trainer's validation share.
 
-    in.mp4 -> decode (thread) -> y-blocks -> Restorer.push -> x-blocks -> encode -> out.mp4
+    in.mp4 -> decode (thread) -> y-blocks -> Restorer.push -> x-blocks -> encode (thread) -> out.mp4
 
 The operator comes from the input's sidecar (what `vir degrade` recorded) or from the
 task/mask the user names. Memory is bounded by the block size: nothing holds the video.
@@ -32,6 +32,7 @@ from instantvir_cli.restorer import Restorer
 from instantvir_cli.sidecar import Sidecar
 from instantvir_cli.threads import torch_threads
 from instantvir_cli.video import EncodeOptions, VideoInfo, VideoReader, VideoWriter
+from instantvir_cli.video.background import BackgroundWriter
 from instantvir_cli.video.endpoint import Sink, Source
 
 MODELS = ("classical", "instantvir")
@@ -217,16 +218,20 @@ def restore_video(
                                                  overwrite=overwrite, warn=warn))
         stops = reader.live or writer.stream_out     # Ctrl-C ends the stream, keeping what was restored
 
+        def written(frames: int) -> None:            # in the encoding thread, after each block
+            nonlocal first_frame_s
+            if first_frame_s is None:
+                first_frame_s = time.perf_counter() - t_start
+
+        # the encoder runs in a thread beside the restorer (closed before the writer: LIFO)
+        encoder = stack.enter_context(BackgroundWriter(writer, on_written=written, keep_on_error=writer.stream_out))
+
         def emit(x: torch.Tensor) -> None:
-            nonlocal frames_out, first_frame_s
+            nonlocal frames_out
             if x.shape[2] == 0:
                 return
             pts = [pending_pts.popleft() for _ in range(x.shape[2])]
-            t0 = time.perf_counter()
-            writer.write(x.float().cpu(), pts)
-            stages["encode"] += time.perf_counter() - t0
-            if first_frame_s is None:
-                first_frame_s = time.perf_counter() - t_start
+            encoder.write(x.float().cpu(), pts)
             frames_out += x.shape[2]
             if on_progress:
                 on_progress(frames_out, info.frames)
@@ -248,6 +253,8 @@ def restore_video(
                 stages["restore"] += time.perf_counter() - t0
                 emit(x)
         except KeyboardInterrupt:
+            if stops:
+                encoder.finish()                     # what was restored goes into the output
             if not stops or writer.frames_written == 0:
                 raise KeyboardInterrupt("nothing was restored before it" if stops else "") from None
             interrupted = True
@@ -260,6 +267,8 @@ def restore_video(
                 raise InputCorrupt(f"no frames could be restored from {source.name}")
             if pending_pts:
                 raise InputCorrupt(f"{len(pending_pts)} frames were decoded but not restored")
+            encoder.finish()
+        stages["encode"] = encoder.seconds
         if reader.damage and warn:
             warn(f"{reader.damage.summary(source.name)}; restored the {frames_out} frames that decode")
         if reader.ended and warn:

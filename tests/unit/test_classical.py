@@ -143,3 +143,20 @@ def test_cuda_matches_cpu(clip, task, opts):
     xc = classical_restorer(op).push(y.cuda())
     assert xc.device.type == "cuda"
     torch.testing.assert_close(xc.cpu(), x, atol=1e-3, rtol=0)
+
+
+def test_inpaint_keeps_a_static_masks_pyramid_and_drops_it_with_the_mask(clip):
+    # the mask's own pyramid is computed once per mask: reusing it gives the same bits as a
+    # restorer computing it afresh, and a restorer switched to another mask follows that mask
+    op_a = build_operator("inpaint", 96, 128, seed=1)
+    op_b = build_operator("inpaint", 96, 128, seed=2)
+    y_a, y_b = op_a.A(clip), op_b.A(clip)
+    r = classical_restorer(op_a)
+    first = r.push(y_a[:, :, :1])
+    again = r.push(y_a[:, :, :1])
+    assert torch.equal(first, again)
+    assert torch.equal(torch.cat([r.push(y_a[:, :, t:t + 1]) for t in range(3)], 2), classical_restorer(op_a).push(y_a))
+    r.op = op_b
+    switched = r.push(y_b)
+    assert torch.equal(switched, classical_restorer(op_b).push(y_b))
+    assert not torch.equal(switched, classical_restorer(op_a).push(y_b))
