@@ -2,9 +2,9 @@
 
 For every clip of split "test" in instantvir_cli.footage (or --clips NAMES), a fixed window is
 cut: the first --frames frames, centre-cropped to at most --max-size and to sides divisible by 4
-(even offsets), re-encoded losslessly (x264 -qp 0, yuv420p, no audio) with imageio-ffmpeg's
-ffmpeg. That window is the clean reference. Then, per task, as a user would run it (see
-scripts/eval_restorers.py): `vir degrade` (lossless, sidecar) -> `vir restore --lossless` with
+(even offsets), re-timed to consecutive frames at the nominal rate and re-encoded losslessly
+(x264 -qp 0, yuv420p, MP4, no audio) with imageio-ffmpeg's ffmpeg. That window is the clean
+reference. Then, per task, as a user would run it (see scripts/eval_restorers.py): `vir degrade` (lossless, sidecar) -> `vir restore --lossless` with
 `--model classical` and with no --model flag (the shipped default) -> `vir bench --quality --json`.
 
 Writes JSON (the command, commit, CPU, each clip's window, one row per clip/task/model) and a
@@ -46,11 +46,16 @@ def window_geometry(width: int, height: int, max_w: int, max_h: int) -> tuple[in
 
 
 def cut_window(src: Path, out: Path, frames: int, max_w: int, max_h: int) -> dict:
-    """Write the clean window of `src` to `out` (lossless x264, yuv420p); return what it is."""
+    """Write the clean window of `src` to `out` (an .mp4: lossless x264, yuv420p); return what it is."""
     info = probe(src)
     w, h, x, y = window_geometry(info.width, info.height, max_w, max_h)
+    # frames re-timed 0, 1, 2... at the nominal rate (settb + setpts=N), in MP4: a source with
+    # timestamp gaps or misdeclared reordering (box, cup) then gives a clean window, where
+    # Matroska's millisecond times made two of its frames collide
+    rate = info.fps
     cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(src),
-           "-map", "0:v:0", "-vf", f"crop={w}:{h}:{x}:{y}", "-frames:v", str(frames), "-fps_mode", "passthrough",
+           "-map", "0:v:0", "-vf", f"crop={w}:{h}:{x}:{y},settb={rate.denominator}/{rate.numerator},setpts=N",
+           "-frames:v", str(frames), "-fps_mode", "passthrough",
            "-c:v", "libx264", "-qp", "0", "-preset", "medium", "-pix_fmt", "yuv420p", "-an", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -143,7 +148,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vir-testset-") as tmp:
         work = Path(tmp)
         for name in names:
-            clean = work / f"{name}.mkv"
+            clean = work / f"{name}.mp4"
             window = cut_window(sources[name], clean, args.frames, max_w, max_h)
             report["windows"][name] = window
             w, h, x, y = window["crop"]
