@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from instantvir_cli.decoding import DecodeSpec, decode_student
 from instantvir_cli.errors import CheckpointError, UsageError, VirError
-from instantvir_cli.estimate import InitialEstimate
+from instantvir_cli.estimate import INITS, InitialEstimate
 from instantvir_cli.models.checkpoint import load_checkpoint
 from instantvir_cli.models.dit import DiTConfig
 from instantvir_cli.models.int8 import int8_available, int8_pays, is_quantized, quantize_linears
@@ -350,12 +350,13 @@ def header_models(h: dict, entry: dict, path, check=None) -> tuple[VAEConfig, Di
 
 def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device: str = "cpu",
                      consistency_steps: int | None = None, precision: str = "auto",
-                     prompt: str | None = None) -> InstantViRRestorer:
+                     prompt: str | None = None, init: str | None = None) -> InstantViRRestorer:
     """The InstantViR restorer for `op.task` from a checkpoint (see `find_checkpoint` for the lookup).
 
     `precision` (PRECISIONS): auto runs bf16 autocast on CUDA, and on the CPU fp32 with the
     student's block linears in dynamic int8 (`student_int8`); fp32 keeps everything in fp32.
     `prompt`: a text student's prompt (`text_context`); None = the one its checkpoint recorded.
+    `init`: the initial estimate (`estimate.INITS`) instead of the checkpoint's; UsageError if unknown.
 
     Raises CheckpointError when no checkpoint is found, it is invalid, or it has no student for
     the task.
@@ -380,6 +381,10 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
         raise CheckpointError(f"{path}: task {op.task!r}: {err}") from None
     if consistency_steps is not None:
         spec = spec.replace(consistency=consistency_steps)
+    if init is not None:
+        if init not in INITS:
+            raise UsageError(f"--init: unknown initial estimate {init!r} (choose one of: {', '.join(INITS)})")
+        spec = spec.replace(init=init)
     context = text_context(ckpt, student, op.task, prompt, device)
     return InstantViRRestorer(op, _prepare(vae, device), _prepare_student(student, device, precision), spec,
                               context=context, precision=precision)

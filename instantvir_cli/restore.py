@@ -58,6 +58,7 @@ class RestoreOptions:
     vae: str | None = None           # ... and of this VAE preset
     decode: DecodeSpec = DecodeSpec()  # ... decoded this way (a checkpoint names its own)
     consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's or decode's choice)
+    init: str | None = None          # instantvir: the initial estimate (estimate.INITS; None: the checkpoint's)
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA; CPU: fp32, student linears int8) | fp32 | int8 | bf16 | fp16
     prompt: str | None = None        # instantvir, a text student: its prompt (None: the one its checkpoint recorded)
     any_operator: bool = False       # instantvir: run a student on an operator it does not fit (fit.py; measuring only)
@@ -151,11 +152,13 @@ def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None
     """
     if opts.prompt is not None and (opts.model != "instantvir" or opts.arch or opts.vae):
         raise UsageError("--prompt needs a learned instantvir model with a text student")
+    if opts.init is not None and opts.model != "instantvir":
+        raise UsageError("--init is the learned model's initial estimate: the classical restorer has none")
     if opts.model == "classical":
         return classical_restorer(op)
     if opts.model == "instantvir":
         if opts.arch or opts.vae:
-            spec = opts.decode
+            spec = opts.decode if opts.init is None else _with_init(opts.decode, opts.init)
             if opts.consistency_steps is not None:
                 spec = spec.replace(consistency=opts.consistency_steps)
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
@@ -168,8 +171,15 @@ def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None
                 warn(note)
         return learned_restorer(op, checkpoint=checkpoint, device=opts.device,
                                 consistency_steps=opts.consistency_steps, precision=opts.precision,
-                                prompt=opts.prompt)
+                                prompt=opts.prompt, init=opts.init)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
+
+
+def _with_init(spec: DecodeSpec, init: str) -> DecodeSpec:
+    try:
+        return spec.replace(init=init)
+    except ValueError as err:
+        raise UsageError(f"--init: {err}") from None
 
 
 @torch.inference_mode()

@@ -15,6 +15,11 @@ Checkpoint = Annotated[
     Optional[Path], typer.Option("--checkpoint", help="Learned model weights (.safetensors).", envvar="VIR_CHECKPOINT")
 ]
 BlockFrames = Annotated[int, typer.Option("--block-frames", min=1, max=256, help="Frames per processing block.")]
+Init = Annotated[
+    Optional[str], typer.Option("--init", metavar="operator|classical|fast", show_default=False,
+                                help="instantvir: the initial estimate the student starts from (default: the "
+                                "checkpoint's). fast is quicker; classical flickers less (docs/results.md)."),
+]
 Precision = Annotated[
     str, typer.Option("--precision", metavar=_help.PRECISIONS,
                       help="instantvir: auto is bf16 on CUDA, and on the CPU fp32 with the student's linears in int8."),

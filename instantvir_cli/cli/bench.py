@@ -42,8 +42,10 @@ def bench(
         Optional[str], typer.Option("--vae", metavar="PRESET", help="... and of this VAE preset (with --arch).")
     ] = None,
     init: Annotated[
-        str, typer.Option("--init", metavar="operator|classical|fast", help="... and this initial estimate (with --arch).")
-    ] = "operator",
+        Optional[str], typer.Option("--init", metavar="operator|classical|fast", show_default=False,
+                                    help="instantvir: the initial estimate the student starts from (default: the "
+                                    "checkpoint's; with --arch, operator).")
+    ] = None,
     residual: Annotated[
         bool, typer.Option("--residual", help="... decoding x0 + D(z_hat) - D(z_in) (with --arch).")
     ] = False,
@@ -101,10 +103,12 @@ def bench(
                 raise UsageError(f"unknown --compare {c!r} (choose dps or wan-vae)")
         if (arch or vae) and model != "instantvir":
             raise UsageError("--arch/--vae time the instantvir model: drop --model classical")
-        if (init != "operator" or residual or delta) and not (arch or vae):
-            raise UsageError("--init/--residual/--delta describe random weights: add --arch (a checkpoint names its own)")
+        if init is not None and model != "instantvir":
+            raise UsageError("--init is the learned model's initial estimate: the classical restorer has none")
+        if (residual or delta) and not (arch or vae):
+            raise UsageError("--residual/--delta describe random weights: add --arch (a checkpoint names its own)")
         try:
-            spec = DecodeSpec(init=init, residual=residual, delta=delta)
+            spec = DecodeSpec(init=init or "operator", residual=residual, delta=delta)
         except ValueError as err:
             raise UsageError(f"--init/--residual/--delta: {err}") from None
         tasks = list(TASKS) if task == "all" else [task]
@@ -114,7 +118,8 @@ def bench(
         reports = []
         for t in tasks:
             opts = RestoreOptions(task=t, model=model, block_frames=block_frames, device=STATE.device,
-                                  checkpoint=checkpoint, arch=arch, vae=vae, precision=precision, decode=spec)
+                                  checkpoint=checkpoint, arch=arch, vae=vae, precision=precision, decode=spec,
+                                  init=None if arch or vae else init)
             info(f"timing {t} ({describe_model(opts)}) at {width}x{height}, {frames} frames on {STATE.device}")
             with FrameProgress(f"bench {t}", frames) as bar:
                 reports.append(bench_speed(width, height, frames, t, opts, encode, on_progress=bar,

@@ -78,6 +78,7 @@ def restore(
     ] = None,
     block_frames: opt.BlockFrames = 12,
     precision: opt.Precision = "auto",
+    init: opt.Init = None,
     consistency_steps: Annotated[
         Optional[int],
         typer.Option("--consistency-steps", min=0, max=50,
@@ -141,7 +142,7 @@ def restore(
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
-            prompt=prompt,
+            prompt=prompt, init=init,
             operator=opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel),
             tolerate_damage=tolerate_damage, realtime=realtime,
         )

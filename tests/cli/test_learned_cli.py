@@ -94,10 +94,29 @@ def test_bench_random_presets_residual_with_a_classical_estimate(delta):
     assert json.loads(result.stdout)["model"] == "random:tiny+tiny init=fast residual" + (" delta" if delta else "")
 
 
-@pytest.mark.parametrize("args", [["--init", "fast"], ["--residual"], ["--arch", "tiny", "--init", "magic"],
-                                  ["--arch", "tiny", "--delta"]])
-def test_bench_init_and_residual_need_random_weights_and_a_known_estimate(args):
+@pytest.mark.parametrize("args", [["--init", "magic"], ["--residual"], ["--arch", "tiny", "--init", "magic"],
+                                  ["--arch", "tiny", "--delta"], ["--model", "classical", "--init", "fast"]])
+def test_bench_residual_needs_random_weights_and_init_a_known_estimate(args):
     assert_one_line_error(vir("bench", "--resolution", "64x48", "--frames", "5", *args), 2)
+
+
+def test_restore_init_overrides_the_checkpoints_estimate(clip_odd, tmp_path):
+    # the shipped deblur student starts from the classical estimate; --init fast from the
+    # one-TV-iteration one: another start, so other pixels; bad names and the classical model refuse it
+    low = tmp_path / "blurred.mkv"
+    assert vir("degrade", clip_odd, low, "--task", "deblur", "--no-progress").exit_code == 0
+    frames = {}
+    for name, args in (("default", ()), ("fast", ("--init", "fast")), ("classical", ("--init", "classical"))):
+        out = tmp_path / f"{name}.mkv"
+        r = vir("restore", low, "-o", out, "--lossless", "--no-progress", *args)
+        assert r.exit_code == 0, r.stderr
+        with av.open(str(out)) as c:
+            frames[name] = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert all((a == b).all() for a, b in zip(frames["default"], frames["classical"]))
+    assert any((a != b).any() for a, b in zip(frames["default"], frames["fast"]))
+    for args in (("--init", "magic"), ("--model", "classical", "--init", "fast")):
+        assert_one_line_error(vir("restore", low, "-o", tmp_path / "x.mkv", *args), 2)
+    assert not (tmp_path / "x.mkv").exists()
 
 
 def test_bench_checkpoint_and_compare_dps(tiny_ckpt):
