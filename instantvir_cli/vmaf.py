@@ -43,7 +43,10 @@ def vmaf_score(reference: Path, test: Path, threads: int = 2, frames: int | None
         return None
     with tempfile.TemporaryDirectory(prefix="vir-vmaf-") as tmp:
         log = Path(tmp) / "vmaf.json"
-        graph = ("[0:v]format=yuv420p,setpts=PTS-STARTPTS[dist];[1:v]format=yuv420p,setpts=PTS-STARTPTS[ref];"
+        # frames paired by index (pts = N on one time base), as PSNR and SSIM pair them: by
+        # timestamp, a Matroska copy's millisecond times against an MP4's exact ones paired some
+        # frames with their neighbours
+        graph = ("[0:v]format=yuv420p,settb=AVTB,setpts=N[dist];[1:v]format=yuv420p,settb=AVTB,setpts=N[ref];"
                  f"[dist][ref]libvmaf=model=version={MODEL}:log_fmt=json:log_path={log}:n_threads={max(1, threads)}")
         cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(test), "-i", str(reference),
                "-lavfi", graph, "-an", *(["-frames:v", str(frames)] if frames else []), "-f", "null", "-"]

@@ -51,3 +51,25 @@ def test_without_libvmaf_it_says_so(pair, monkeypatch):
         assert vmaf.vmaf_score(*pair) is None
     finally:
         vmaf.vmaf_unavailable.cache_clear()
+
+
+def test_frames_are_paired_by_index_not_by_timestamp(tmp_path):
+    # the same moving frames at 26.777 fps in MP4 (exact times) and in Matroska (rounded to the
+    # millisecond, some earlier than the MP4's): paired by timestamp some frames met their
+    # neighbours and identical content scored low
+    from fractions import Fraction
+
+    import torch
+
+    from instantvir_cli.video import EncodeOptions, VideoWriter
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, 1, 96, 160, generator=g) * 2 - 1
+    x = torch.cat([torch.roll(base, shifts=7 * t, dims=-1) for t in range(12)], 2)   # a fast pan
+    paths = {}
+    for suffix in (".mp4", ".mkv"):
+        paths[suffix] = tmp_path / f"pan{suffix}"
+        with VideoWriter(paths[suffix], 160, 96, options=EncodeOptions(lossless=True), fps=Fraction(26777, 1000)) as w:
+            w.write(x)
+    score = vmaf.vmaf_score(paths[".mp4"], paths[".mkv"])
+    assert score > 95, score
