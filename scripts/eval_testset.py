@@ -103,6 +103,32 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compact_table(rows: list[dict]) -> str:
+    """The README's form: a row per clip, a column per task; each cell PSNR classical -> default
+    (difference, losses in bold), the default's flicker as a multiple of the classical
+    restorer's, and VMAF classical -> default where bench reports it."""
+    by = {(r["clip"], r["task"], r["model"]): r for r in rows}
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    lines = ["| clip | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for clip in dict.fromkeys(r["clip"] for r in rows):
+        cells = []
+        for task in tasks:
+            c, d = by.get((clip, task, "classical")), by.get((clip, task, "default"))
+            if not (c and d):
+                cells.append("")
+                continue
+            gain = d["psnr"] - c["psnr"]
+            delta = f"{gain:+.2f}" if gain >= 0 else f"**{gain:+.2f}**"
+            ratio = d["flicker"] / c["flicker"] if c["flicker"] > 0 else float("nan")
+            cell = f"{c['psnr']:.2f} → {d['psnr']:.2f} ({delta}), ×{ratio:.2f}"
+            if c.get("vmaf") is not None and d.get("vmaf") is not None:
+                v = d["vmaf"] - c["vmaf"]
+                cell += f", VMAF {c['vmaf']:.1f} → {d['vmaf']:.1f}" + (" (**lower**)" if v < 0 else "")
+            cells.append(cell)
+        lines.append(f"| {clip} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def losses(rows: list[dict]) -> list[str]:
     """Where the default is worse than classical: lower PSNR, higher flicker (or lower VMAF)."""
     by = {(r["clip"], r["task"], r["model"]): r for r in rows}
@@ -170,6 +196,8 @@ def main() -> None:
               f"{window['source_size'][0]}x{window['source_size'][1]}")
     print()
     print(table)
+    print("\nin the README's form:\n")
+    print(compact_table(report["rows"]))
     print("\ndefault worse than classical:" if report["losses"] else "\ndefault never worse than classical")
     for line in report["losses"]:
         print(f"- {line}")
