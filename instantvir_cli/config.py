@@ -134,6 +134,7 @@ class DataConfig:
     min_scale: float = 0.25                     # frames are resized by a log-uniform factor in [min_scale, 1] (at least to the crop) before cropping
     hflip: bool = True                          # random horizontal flips
     motion: float = 1.5                         # animated photographs: max camera pan in pixels per frame (zoom and roll scale with it)
+    still_share: float = 0.0                    # share of animated photographs whose camera holds still (static footage: every frame the same)
     workers: int = 1                            # loader processes (0: decode in the training process)
     val_frames: int = 17                        # frames of each validation clip (1 + 4k, from its start)
     val_size: int = 64                          # validation clips: short side resized to this, then a centred square crop
@@ -155,6 +156,7 @@ class DataConfig:
                     raise ValueError(f"{name} must be a multiple of 8, got {getattr(self, name)}")
         _within(self, "workers", 0, L.WORKERS_MAX)
         _within(self, "motion", 0.0, 1000.0)
+        _within(self, "still_share", 0.0, 1.0)
         if self.frames % 4 != 1 or self.val_frames % 4 != 1:
             raise ValueError(f"frames and val_frames must be 1 + 4k, got {self.frames} and {self.val_frames}")
         if self.crop % 8 or self.val_size % 8:

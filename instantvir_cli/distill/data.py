@@ -407,7 +407,10 @@ class WindowDataset(Dataset):
         if use_image:
             img = self.images[int(_uniform(g) * len(self.images)) % len(self.images)]
             caption = self.captions.get(img.name, "")
-            x = animate(load_image(img.name, img.packed), g, cfg.frames, (ch, cw), cfg.min_scale, cfg.motion)
+            # a still camera for a share of them (drawn only when asked for: other recipes keep their samples)
+            still = cfg.still_share > 0 and _uniform(g) < cfg.still_share
+            x = animate(load_image(img.name, img.packed), g, cfg.frames, (ch, cw), cfg.min_scale,
+                        0.0 if still else cfg.motion)
         else:
             src = self.videos[min(int(np.searchsorted(self._cum, _uniform(g), side="right")), len(self.videos) - 1)]
             caption = self.captions.get(src.name, "")

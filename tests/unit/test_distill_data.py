@@ -79,6 +79,24 @@ def test_samples_are_pure_functions_of_their_index(clips):
     assert sample_seed(0, "vae", 1) != sample_seed(1, "vae", 1) != sample_seed(0, "vae", 2)
 
 
+def test_still_share_holds_the_camera_still_for_a_share_of_the_photographs(clips):
+    cfg = data_cfg(clips, image_share=1.0)
+    s = find_sources(cfg)
+    moving = WindowDataset(s.train_videos, s.train_images, cfg, seed=0, stream="student")
+    still = WindowDataset(s.train_videos, s.train_images, dataclasses.replace(cfg, still_share=1.0), seed=0,
+                          stream="student")
+    for i in range(4):
+        x, y = moving[i]["x"], still[i]["x"]
+        assert not torch.equal(x[:, 0], x[:, -1])                       # the camera moves
+        assert all(torch.equal(y[:, 0], y[:, t]) for t in range(y.shape[1]))   # every frame the same
+    half = WindowDataset(s.train_videos, s.train_images, dataclasses.replace(cfg, still_share=0.5), seed=0,
+                         stream="student")
+    kinds = {torch.equal(half[i]["x"][:, 0], half[i]["x"][:, -1]) for i in range(16)}
+    assert kinds == {True, False}                                       # a share: some still, some moving
+    with pytest.raises(ValueError, match="still_share"):
+        dataclasses.replace(cfg, still_share=1.5)
+
+
 def test_sharding_does_not_depend_on_processes_or_accumulation():
     def step_indices(world, accumulate, batch=4, steps=3, start=0):
         per_rank = [list(itertools.islice(iter(StepSampler(start, batch, world, r, accumulate)),
