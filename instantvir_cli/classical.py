@@ -313,10 +313,11 @@ def _gauss_conv(v: torch.Tensor, g: list[float]) -> torch.Tensor:
     return out
 
 
-def mask_pyramid(m: torch.Tensor, g: list[float], tau: float, levels: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+def mask_pyramid(m: torch.Tensor, g: list[float], tau: float, levels: int) -> list[tuple]:
     """What `normalized_convolution` takes from the mask alone, per pyramid level (finest first):
-    the observed pixels' weight clamped away from 0, and the blend weight of that level's own
-    estimate against the next coarser one (None at the last level). m: (N, 1, H, W) in {0, 1}.
+    (den, w, 1 - w): the observed pixels' weight clamped away from 0, and the blend weight of that
+    level's own estimate against the next coarser one and its complement (None, None at the last
+    level). m: (N, 1, H, W) in {0, 1}.
 
     A static mask gives the same pyramid for every frame, so a restorer computes it once.
     """
@@ -325,7 +326,8 @@ def mask_pyramid(m: torch.Tensor, g: list[float], tau: float, levels: int) -> li
         den = _gauss_conv(m, g)
         H, W = m.shape[-2:]
         coarser = levels > 0 and min(H, W) > 1 and bool((den < tau).any())
-        out.append((den.clamp(min=1e-6), (den / tau).clamp(max=1.0) if coarser else None))
+        w = (den / tau).clamp(max=1.0) if coarser else None
+        out.append((den.clamp(min=1e-6), w, None if w is None else 1 - w))
         if not coarser:
             return out
         m, levels = F.avg_pool2d(m, 2, ceil_mode=True), levels - 1
@@ -343,12 +345,12 @@ def normalized_convolution(v: torch.Tensor, m: torch.Tensor, g: list[float], tau
 
 
 def _fill(v: torch.Tensor, pyramid: list, g: list[float], level: int = 0) -> torch.Tensor:
-    den, w = pyramid[level]
+    den, w, w_rest = pyramid[level]
     est = _gauss_conv(v, g).div_(den)
     if w is not None:
         coarse = _fill(F.avg_pool2d(v, 2, ceil_mode=True), pyramid, g, level + 1)
         up = F.interpolate(coarse, size=v.shape[-2:], mode="bilinear", align_corners=False)
-        est = est.mul_(w).add_(up.mul_(1 - w))   # w est + (1 - w) up
+        est = est.mul_(w).add_(up.mul_(w_rest))   # w est + (1 - w) up
     return est
 
 

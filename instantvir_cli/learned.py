@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from instantvir_cli.decoding import DecodeSpec, decode_student
 from instantvir_cli.errors import CheckpointError, UsageError, VirError
-from instantvir_cli.estimate import INITS, InitialEstimate
+from instantvir_cli.estimate import InitialEstimate
 from instantvir_cli.models.checkpoint import load_checkpoint
 from instantvir_cli.models.dit import DiTConfig
 from instantvir_cli.models.int8 import int8_available, int8_pays, is_quantized, quantize_linears
@@ -319,6 +319,14 @@ def precision_label(precision: str, device: str | torch.device, int8: bool) -> s
     return "fp32, student linears int8" if int8 else "fp32"
 
 
+def with_init(spec: DecodeSpec, init: str) -> DecodeSpec:
+    """`spec` starting from the initial estimate `init` (`estimate.INITS`; UsageError if unknown)."""
+    try:
+        return spec.replace(init=init)
+    except ValueError as err:
+        raise UsageError(f"--init: {err}") from None
+
+
 def _prepare(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
     return module.to(device).eval().requires_grad_(False)
 
@@ -382,9 +390,7 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
     if consistency_steps is not None:
         spec = spec.replace(consistency=consistency_steps)
     if init is not None:
-        if init not in INITS:
-            raise UsageError(f"--init: unknown initial estimate {init!r} (choose one of: {', '.join(INITS)})")
-        spec = spec.replace(init=init)
+        spec = with_init(spec, init)
     context = text_context(ckpt, student, op.task, prompt, device)
     return InstantViRRestorer(op, _prepare(vae, device), _prepare_student(student, device, precision), spec,
                               context=context, precision=precision)

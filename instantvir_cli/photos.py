@@ -48,6 +48,7 @@ from instantvir_cli.footage import (
     _extract,
     cache_dir,
     cached_paths,
+    deb_file_licence,
     fetch_command,
     read_catalogue,
 )
@@ -121,8 +122,6 @@ def cc_deed(licence: str) -> str:
 def licence_problem(photo: Photo, texts: dict[str, str]) -> str:
     """'' if the package's texts (its licence file under "licence", its notices by member) state
     `photo.licence` for the photo, else what they state instead."""
-    from instantvir_cli.footage import deb_file_licence
-
     if photo.source.kind == "deb":
         stated = deb_file_licence(texts.get("licence", ""), photo.copyright_path)
         if stated != photo.licence:

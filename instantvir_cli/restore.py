@@ -21,7 +21,7 @@ from instantvir_cli.classical import classical_restorer
 from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import InputCorrupt, UsageError
 from instantvir_cli.fit import check_fit
-from instantvir_cli.learned import learned_restorer, random_restorer
+from instantvir_cli.learned import learned_restorer, random_restorer, with_init
 from instantvir_cli.masks import inpaint_operator_from_mask, load_mask
 from instantvir_cli.models.checkpoint import read_header
 from instantvir_cli.models.lookup import find_checkpoint
@@ -158,7 +158,7 @@ def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None
         return classical_restorer(op)
     if opts.model == "instantvir":
         if opts.arch or opts.vae:
-            spec = opts.decode if opts.init is None else _with_init(opts.decode, opts.init)
+            spec = opts.decode if opts.init is None else with_init(opts.decode, opts.init)
             if opts.consistency_steps is not None:
                 spec = spec.replace(consistency=opts.consistency_steps)
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
@@ -173,13 +173,6 @@ def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None
                                 consistency_steps=opts.consistency_steps, precision=opts.precision,
                                 prompt=opts.prompt, init=opts.init)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
-
-
-def _with_init(spec: DecodeSpec, init: str) -> DecodeSpec:
-    try:
-        return spec.replace(init=init)
-    except ValueError as err:
-        raise UsageError(f"--init: {err}") from None
 
 
 @torch.inference_mode()

@@ -19,8 +19,8 @@ import torch
 from instantvir_cli.config import DataConfig
 from instantvir_cli.distill.data import Sources, load_image_array, load_val_clip, read_window
 from instantvir_cli.distill.pack import FORMAT, MANIFEST, MAX_BYTES, forget
-from instantvir_cli.hashing import file_sha256
 from instantvir_cli.errors import ConfigError
+from instantvir_cli.hashing import file_sha256
 
 
 def recipe_clips(cfg: DataConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -85,9 +85,9 @@ def build_pack(dest: str | Path, cfg: DataConfig, sources: Sources, max_bytes: i
         x = load_val_clip(src, cfg.val_frames, cfg.val_size)[0]
         entries.append(_save(root, f"val-{src.name}.npy", _uint8(x), {"kind": "val", "name": src.name,
                                                                         **describe(src.name)}))
-    for img in sources.train_images:
-        from instantvir_cli import photos
+    from instantvir_cli import photos
 
+    for img in sources.train_images:
         if img.name in photos.PHOTOS:     # a catalogue photograph, at most PACK_SIDE on its long side
             a, about = photos.pack_entry(img.name)
         else:
