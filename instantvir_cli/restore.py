@@ -88,16 +88,21 @@ class RestoreReport:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
+_READ = object()   # resolve_operator: read the sidecar itself
+
+
 def resolve_operator(
-    input_path: Path | None, info: VideoInfo, opts: RestoreOptions, warn: WarnFn | None = None
+    input_path: Path | None, info: VideoInfo, opts: RestoreOptions, warn: WarnFn | None = None,
+    sidecar: "Sidecar | None | object" = _READ,
 ) -> tuple[Operator, "object | None"]:
     """The operator to undo on `input_path` and, for a per-frame mask video, its mask source.
 
     Order: the `--task`/`--mask` and operator options the user gave, then the sidecar
-    `IN.vir.json` (none for a stream: `input_path` None), then defaults.
+    `IN.vir.json` (none for a stream: `input_path` None; `sidecar`: one already read), then defaults.
     The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
     """
-    sidecar = Sidecar.read(input_path, info) if input_path is not None else None   # values checked (sidecar.py)
+    if sidecar is _READ:
+        sidecar = Sidecar.read(input_path, info) if input_path is not None else None   # values checked (sidecar.py)
     spec = dict(sidecar.operator) if sidecar else None
     task = opts.task or (spec or {}).get("task")
     if task is None:
@@ -213,7 +218,10 @@ def restore_video(
         reader = stack.enter_context(VideoReader(source, block_size=opts.block_frames,
                                                  tolerate_damage=opts.tolerate_damage, realtime=opts.realtime))
         info = reader.info
-        op, mask_source = resolve_operator(source.path if source.is_file else None, info, opts, warn)
+        sidecar = Sidecar.read(source.path, info) if source.is_file else None   # values checked (sidecar.py)
+        if sidecar is not None:                       # the count vir degrade wrote: its gaps are the source's
+            reader.declared_frames = sidecar.source.get("frames")
+        op, mask_source = resolve_operator(source.path if source.is_file else None, info, opts, warn, sidecar)
         out_h, out_w = op.signal_size(info.height, info.width)
         restorer = make_restorer(op, opts, warn)
         stack.enter_context(torch_threads(restorer.threads))

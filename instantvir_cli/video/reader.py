@@ -207,6 +207,10 @@ class VideoReader:
         self.frames_read = 0      # frames handed to the consumer
         self.dropped = 0          # frames dropped with realtime
         self.ended: str | None = None   # a stream that broke off: how (its frames up to there delivered)
+        # the frames the file holds by a record beside it (the sidecar `vir degrade` wrote): set
+        # before iterating, it makes a Matroska or MPEG-TS file's timestamp gaps frames dropped at
+        # capture (degraded from a source whose index declared them), and checks the frames by count
+        self.declared_frames: int | None = None
         if self.live:
             self._container = source.open()
             try:
@@ -507,7 +511,8 @@ class VideoReader:
         info, tb = self.info, self.time_base
         missing, reason = 0, None
         index.finish()
-        if index.missing and info.container in ("matroska,webm", "mpegts"):   # timestamps from the stream itself
+        declared = self.declared_frames
+        if index.missing and info.container in ("matroska,webm", "mpegts") and declared is None:   # stream's own times
             at, before, after = index.first_gap
             gap = (f"{index.missing} frame{'s' if index.missing != 1 else ''} missing from the file, the first "
                    f"before frame {at} (no frame between t={float(before * tb):.2f}s and t={float(after * tb):.2f}s)")
@@ -574,6 +579,9 @@ class VideoReader:
                 missing = max(1, round(short))
                 reason = (f"the file ends at {ends:.2f}s, before the {info.declared_end:.2f}s its header "
                           f"declares (about {missing} frame{'s' if missing != 1 else ''} missing)")
+        if declared is not None and reason is None and decoded + self.damage.lost < declared:
+            missing = declared - decoded - self.damage.lost
+            reason = f"it holds {decoded} of the {declared} frames its sidecar records"
         if breakoff is not None and reason is None:
             reason = breakoff
         if reason is None:

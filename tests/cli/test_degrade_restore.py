@@ -135,3 +135,26 @@ def test_inpaint_with_a_mask_video_keeps_each_frames_observed_pixels(clip_testsr
     observed = keep > 0
     assert np.array_equal(x[observed], y[observed])
     assert (y[~observed] == 128).all()                                   # holes are mid-grey in the measurement
+
+
+def test_an_mp4_with_frames_dropped_at_capture_degraded_to_matroska_restores_whole(tmp_path):
+    """MP4 declares a capture gap in its index, Matroska cannot: the sidecar's frame count tells
+    `vir restore` that the .mkv's jump in time is the source's, not a lost cluster."""
+    from tests import media
+
+    clip = media.generate("drops.mp4", media._src("96x64", "8", 2)
+                          + ["-vf", "select='not(between(n,5,7))'", "-fps_mode", "passthrough", *media.X264])
+    low = tmp_path / "low.mkv"
+    assert vir("degrade", clip, low, "--task", "sr4x", *FAST).exit_code == 0
+    out = tmp_path / "out.mkv"
+    result = vir("restore", low, "-o", out, "--model", "classical", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert len(_frames(out)) == 13
+    assert [p for p, _ in _packets(out, "video")] == [p for p, _ in _packets(low, "video")]
+    sidecar = tmp_path / "low.mkv.vir.json"
+    record = json.loads(sidecar.read_text())
+    record["source"]["frames"] = 16                    # a count the file falls short of: frames lost
+    sidecar.write_text(json.dumps(record))
+    result = vir("restore", low, "-o", tmp_path / "again.mkv", "--model", "classical", *FAST)
+    assert result.exit_code == 5 and "it holds 13 of the 16 frames its sidecar records" in result.stderr
+    assert not (tmp_path / "again.mkv").exists()

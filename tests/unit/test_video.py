@@ -683,6 +683,28 @@ def test_an_avi_with_dropped_frames_is_whole(tmp_path):
         assert sum(b.frames for b in reader) == 13
 
 
+def _gap_clip(name: str) -> Path:
+    """16 frames at 8 fps with frames 5-7 dropped at capture: 13 frames, a 4-frame step in time."""
+    return media.generate(name, media._src("96x64", "8", 2)
+                          + ["-vf", "select='not(between(n,5,7))'", "-fps_mode", "passthrough", *media.X264])
+
+
+def test_a_matroska_gap_is_frames_missing_unless_a_sidecar_counts_them(tmp_path):
+    # Matroska declares no gaps: without a count beside it a jump in time is a lost cluster; with
+    # the count vir degrade recorded, the jump is the source's, and frames are checked by count
+    clip = _gap_clip("drops.mkv")
+    with pytest.raises(InputCorrupt, match="3 frames missing from the file"):
+        _read_through(clip)
+    with VideoReader(clip, block_size=8) as reader:
+        reader.declared_frames = 13
+        assert sum(b.frames for b in reader) == 13
+    with pytest.raises(InputCorrupt, match="it holds 13 of the 16 frames its sidecar records"):
+        with VideoReader(clip, block_size=8) as reader:
+            reader.declared_frames = 16
+            for _ in reader:
+                pass
+
+
 def test_an_avi_chunk_the_index_lists_but_the_file_lost_is_damage(tmp_path):
     # a zeroed chunk header: FFmpeg skips the chunk, which then reads like a frame dropped at capture
     # (found by a fuzzing run: exit 0 with 15 of 16 frames)
