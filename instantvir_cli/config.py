@@ -343,6 +343,7 @@ class StudentStageConfig(Optim):
     residual: bool = False                      # x_hat = x0 + D(z_hat) - D(E(x0)): the student learns a change to x0
     delta: bool = False                         # with residual: x_hat = x0 + D(z_hat - E(x0)) - D(0), one decode instead of two
     correction_ema: float = 0.0                 # with residual: causal EMA b of the change x_hat - x0 over frames, in training and in vir restore (0 = off)
+    still_ema: float = 0.0                      # with residual: that EMA's weight where the initial estimate stands still, per pixel (decoding.py; 0 = off)
     zero_head: bool = False                     # zero the student's output layer at the start: z_hat = z_in (with residual: x_hat = x0)
     train_vae: str = field(default="none", metadata=_choices("none", "decoder", "all"))  # also fine-tune this task's own copy of the VAE (exported with the student)
     vae_lr: float = 0.0                         # learning rate of that copy (0 = lr)
@@ -387,7 +388,7 @@ class StudentStageConfig(Optim):
         """How `task`'s student is decoded, in training, validation and the export alike."""
         steps = consistency_steps if self.consistency and task not in self.no_consistency else 0
         return DecodeSpec(init=self.inits.get(task, self.init), residual=self.residual, delta=self.delta,
-                          correction_ema=self.correction_ema, consistency=steps)
+                          correction_ema=self.correction_ema, still_ema=self.still_ema, consistency=steps)
 
 
 @dataclass(frozen=True)

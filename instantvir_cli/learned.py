@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from instantvir_cli.decoding import DecodeSpec, decode_student
+from instantvir_cli.decoding import ChangeState, DecodeSpec, decode_student
 from instantvir_cli.errors import CheckpointError, UsageError, VirError
 from instantvir_cli.estimate import InitialEstimate
 from instantvir_cli.models.checkpoint import load_checkpoint
@@ -173,7 +173,7 @@ class InstantViRRestorer:
         self._enc = VAEStreamState()
         self._dec = VAEStreamState()
         self._cache = self.student.new_cache()
-        self._last_change: torch.Tensor | None = None   # c' of the last frame restored (correction_ema)
+        self._last_change: ChangeState | None = None    # the change's EMA after the last block (correction_ema)
         self._started = False
         self._out_shape: tuple[int, int] | None = None
 
@@ -327,6 +327,14 @@ def with_init(spec: DecodeSpec, init: str) -> DecodeSpec:
         raise UsageError(f"--init: {err}") from None
 
 
+def with_still_ema(spec: DecodeSpec, b: float) -> DecodeSpec:
+    """`spec` with the still-shot smoothing weight b (0 = off; UsageError where it can't apply)."""
+    try:
+        return spec.replace(still_ema=float(b))
+    except ValueError as err:
+        raise UsageError(f"--still-ema: {err}") from None
+
+
 def _prepare(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
     return module.to(device).eval().requires_grad_(False)
 
@@ -358,13 +366,16 @@ def header_models(h: dict, entry: dict, path, check=None) -> tuple[VAEConfig, Di
 
 def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device: str = "cpu",
                      consistency_steps: int | None = None, precision: str = "auto",
-                     prompt: str | None = None, init: str | None = None) -> InstantViRRestorer:
+                     prompt: str | None = None, init: str | None = None,
+                     still_ema: float | None = None) -> InstantViRRestorer:
     """The InstantViR restorer for `op.task` from a checkpoint (see `find_checkpoint` for the lookup).
 
     `precision` (PRECISIONS): auto runs bf16 autocast on CUDA, and on the CPU fp32 with the
     student's block linears in dynamic int8 (`student_int8`); fp32 keeps everything in fp32.
     `prompt`: a text student's prompt (`text_context`); None = the one its checkpoint recorded.
     `init`: the initial estimate (`estimate.INITS`) instead of the checkpoint's; UsageError if unknown.
+    `still_ema`: the change's smoothing where the picture stands still instead of the checkpoint's
+    (0 = off; `decoding.smooth_change`); UsageError where the checkpoint's decoding can't take it.
 
     Raises CheckpointError when no checkpoint is found, it is invalid, or it has no student for
     the task.
@@ -391,6 +402,8 @@ def learned_restorer(op: Operator, checkpoint: Path | str | None = None, device:
         spec = spec.replace(consistency=consistency_steps)
     if init is not None:
         spec = with_init(spec, init)
+    if still_ema is not None:
+        spec = with_still_ema(spec, still_ema)
     context = text_context(ckpt, student, op.task, prompt, device)
     return InstantViRRestorer(op, _prepare(vae, device), _prepare_student(student, device, precision), spec,
                               context=context, precision=precision)

@@ -21,7 +21,7 @@ from instantvir_cli.classical import classical_restorer
 from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import InputCorrupt, UsageError
 from instantvir_cli.fit import check_fit
-from instantvir_cli.learned import learned_restorer, random_restorer, with_init
+from instantvir_cli.learned import learned_restorer, random_restorer, with_init, with_still_ema
 from instantvir_cli.masks import inpaint_operator_from_mask, load_mask
 from instantvir_cli.models.checkpoint import read_header
 from instantvir_cli.models.lookup import find_checkpoint
@@ -59,6 +59,7 @@ class RestoreOptions:
     decode: DecodeSpec = DecodeSpec()  # ... decoded this way (a checkpoint names its own)
     consistency_steps: int | None = None  # data-consistency steps (None: the checkpoint's or decode's choice)
     init: str | None = None          # instantvir: the initial estimate (estimate.INITS; None: the checkpoint's)
+    still_ema: float | None = None   # instantvir: the change's smoothing on still pixels (0 = off; None: the checkpoint's)
     precision: str = "auto"          # instantvir: auto (bf16 on CUDA; CPU: fp32, student linears int8) | fp32 | int8 | bf16 | fp16
     prompt: str | None = None        # instantvir, a text student: its prompt (None: the one its checkpoint recorded)
     any_operator: bool = False       # instantvir: run a student on an operator it does not fit (fit.py; measuring only)
@@ -159,6 +160,8 @@ def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None
         raise UsageError("--prompt needs a learned instantvir model with a text student")
     if opts.init is not None and opts.model != "instantvir":
         raise UsageError("--init is the learned model's initial estimate: the classical restorer has none")
+    if opts.still_ema is not None and opts.model != "instantvir":
+        raise UsageError("--still-ema smooths the learned model's change: the classical restorer has none")
     if opts.model == "classical":
         return classical_restorer(op)
     if opts.model == "instantvir":
@@ -166,6 +169,8 @@ def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None
             spec = opts.decode if opts.init is None else with_init(opts.decode, opts.init)
             if opts.consistency_steps is not None:
                 spec = spec.replace(consistency=opts.consistency_steps)
+            if opts.still_ema is not None:
+                spec = with_still_ema(spec, opts.still_ema)
             return random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
                                    spec=spec, precision=opts.precision)
         checkpoint = find_checkpoint(opts.checkpoint)
@@ -176,7 +181,7 @@ def make_restorer(op: Operator, opts: RestoreOptions, warn: WarnFn | None = None
                 warn(note)
         return learned_restorer(op, checkpoint=checkpoint, device=opts.device,
                                 consistency_steps=opts.consistency_steps, precision=opts.precision,
-                                prompt=opts.prompt, init=opts.init)
+                                prompt=opts.prompt, init=opts.init, still_ema=opts.still_ema)
     raise UsageError(f"unknown model {opts.model!r} (choose one of: {', '.join(MODELS)})")
 
 

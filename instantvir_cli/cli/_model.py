@@ -20,6 +20,12 @@ Init = Annotated[
                                 help="instantvir: the initial estimate the student starts from (default: the "
                                 "checkpoint's). fast is quicker; classical flickers less (docs/results.md)."),
 ]
+StillEma = Annotated[
+    Optional[float], typer.Option("--still-ema", metavar="B", show_default=False,
+                                  help="instantvir: how much the learned change keeps of the last frame's where the "
+                                  "picture stands still (0 = off; default: the checkpoint's). Steadier still shots; "
+                                  "0 if slow motion ghosts (docs/results.md)."),
+]
 Precision = Annotated[
     str, typer.Option("--precision", metavar=_help.PRECISIONS,
                       help="instantvir: auto is bf16 on CUDA, and on the CPU fp32 with the student's linears in int8."),

@@ -79,6 +79,7 @@ def restore(
     block_frames: opt.BlockFrames = 12,
     precision: opt.Precision = "auto",
     init: opt.Init = None,
+    still_ema: opt.StillEma = None,
     consistency_steps: Annotated[
         Optional[int],
         typer.Option("--consistency-steps", min=0, max=50,
@@ -142,7 +143,7 @@ def restore(
         opts = RestoreOptions(
             task=task, model=model, mask=mask, seed=seed, sigma_y=noise, block_frames=block_frames,
             device=STATE.device, checkpoint=checkpoint, consistency_steps=consistency_steps, precision=precision,
-            prompt=prompt, init=init,
+            prompt=prompt, init=init, still_ema=still_ema,
             operator=opr.operator_options(blur_sigma, blur_size, keep_fraction, sr_kernel),
             tolerate_damage=tolerate_damage, realtime=realtime,
         )

@@ -213,10 +213,11 @@ def check_header(h: dict[str, Any], where: str) -> None:
         for key in ("residual", "delta", "consistency"):
             if key in entry:
                 L.boolean(f"{p}.{key}", entry[key], err, where)
-        if "correction_ema" in entry:
-            b = L.number(f"{p}.correction_ema", entry["correction_ema"], 0.0, 1.0, err, where)
-            if b >= 1.0:
-                raise err(f"{where}: {p}.correction_ema: expected a number in [0, 1), got {b}")
+        for key in ("correction_ema", "still_ema"):
+            if key in entry:
+                b = L.number(f"{p}.{key}", entry[key], 0.0, 1.0, err, where)
+                if b >= 1.0:
+                    raise err(f"{where}: {p}.{key}: expected a number in [0, 1), got {b}")
         try:
             DecodeSpec.from_entry(entry)
         except ValueError as e:

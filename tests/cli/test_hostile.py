@@ -285,6 +285,7 @@ def _crafted(tmp_path: Path, change) -> Path:
     (lambda h: h.update(tasks=["deblur"]), "tasks: expected a table"),
     (lambda h: h.update(modules=["vae"]), "modules: expected a table"),
     (lambda h: h["tasks"]["deblur"].update(correction_ema="abc"), "tasks.deblur.correction_ema: expected a number"),
+    (lambda h: h["tasks"]["deblur"].update(still_ema=1.0), "tasks.deblur.still_ema: expected a number in [0, 1)"),
     (lambda h: h["dit"].update(heads=0), "dit.heads: expected an integer in [1, 128]"),
     (lambda h: h["dit"].update(dim=10**6), "dit.dim: expected an integer in [8, 8192]"),
     (lambda h: h["dit"].update(dim=96, heads=2), "shape mismatches"),       # in range, but not the file's tensors

@@ -119,6 +119,35 @@ def test_restore_init_overrides_the_checkpoints_estimate(clip_odd, tmp_path):
     assert not (tmp_path / "x.mkv").exists()
 
 
+def test_restore_still_ema_overrides_the_checkpoints_smoothing_of_still_shots(tmp_path):
+    # a still shot (SMPTE bars, nothing moves): the shipped students hold the change steady there
+    # (still_ema in their entries); --still-ema 0 turns that off, so other pixels, and the
+    # checkpoint's own value gives the default's; a weight below correction_ema and the classical
+    # model refuse it
+    from instantvir_cli.models.checkpoint import read_header
+    from instantvir_cli.models.lookup import find_checkpoint
+    from tests import media
+
+    still = media.generate("bars.mkv", media._src("96x64", "8", 3, "smptebars") + ["-c:v", "ffv1"])
+    entry = read_header(find_checkpoint(None))["tasks"]["sr4x"]
+    assert entry["still_ema"] > entry["correction_ema"]
+    low = tmp_path / "low.mkv"
+    assert vir("degrade", still, low, "--task", "sr4x", "--no-progress").exit_code == 0
+    frames = {}
+    for name, args in (("default", ()), ("off", ("--still-ema", "0")), ("same", ("--still-ema", str(entry["still_ema"])))):
+        out = tmp_path / f"{name}.mkv"
+        r = vir("restore", low, "-o", out, "--lossless", "--no-progress", *args)
+        assert r.exit_code == 0, r.stderr
+        with av.open(str(out)) as c:
+            frames[name] = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames["default"]) == 24
+    assert all((a == b).all() for a, b in zip(frames["default"], frames["same"]))
+    assert any((a != b).any() for a, b in zip(frames["default"], frames["off"]))
+    for args in (("--still-ema", "0.5"), ("--still-ema", "1.5"), ("--model", "classical", "--still-ema", "0.9")):
+        assert_one_line_error(vir("restore", low, "-o", tmp_path / "x.mkv", *args), 2)
+    assert not (tmp_path / "x.mkv").exists()
+
+
 def test_bench_checkpoint_and_compare_dps(tiny_ckpt):
     result = vir("bench", "--resolution", "64x48", "--frames", "9", "--checkpoint", tiny_ckpt, "--task", "sr4x",
                  "--compare", "dps", "--dps-steps", "3", "--json")

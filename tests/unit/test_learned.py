@@ -257,6 +257,39 @@ def test_correction_ema_streams_like_the_whole_clip():
     assert (x_stream - plain).abs().max() > 1e-3
 
 
+@torch.inference_mode()
+def test_still_ema_streams_like_the_whole_clip_and_holds_a_still_shot():
+    """still_ema: on a still shot (one frame repeated) the estimate never changes, so the change is
+    smoothed with b_s everywhere, across the stream's blocks (the last estimate is carried too);
+    where the shot moves, the weight is correction_ema's."""
+    vae, student = _models()
+    op = build_operator("sr4x", H, W)
+    frame = op.A(torch.rand(1, 3, 1, H, W) * 2 - 1)
+    y = frame.repeat(1, 1, 23, 1, 1)
+    spec = DecodeSpec(consistency=0, init="fast", residual=True)
+    plain = torch.cat(_stream(InstantViRRestorer(op, vae, student, spec), y, 23), 2)
+    still = spec.replace(correction_ema=0.3, still_ema=0.9)
+    x_stream = torch.cat(_stream(InstantViRRestorer(op, vae, student, still), y, 5), 2)
+    from instantvir_cli.estimate import InitialEstimate
+
+    x0 = InitialEstimate("fast")(op, y)
+    change = plain - x0
+    want = [change[:, :, 0]]
+    for t in range(1, change.shape[2]):
+        want.append(0.1 * change[:, :, t] + 0.9 * want[-1])
+    torch.testing.assert_close(x_stream, (x0 + torch.stack(want, 2)).clamp(-1, 1), atol=5e-5, rtol=0)
+    moving = op.A(torch.rand(1, 3, 23, H, W) * 2 - 1)         # every frame new: b = correction_ema
+    a = torch.cat(_stream(InstantViRRestorer(op, vae, student, still), moving, 5), 2)
+    b = torch.cat(_stream(InstantViRRestorer(op, vae, student, spec.replace(correction_ema=0.3)), moving, 23), 2)
+    torch.testing.assert_close(a, b, atol=5e-5, rtol=0)
+
+
+def test_checkpoint_entry_selects_the_still_ema(tmp_path):
+    path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="fast", residual=True, correction_ema=0.5,
+                                still_ema=0.95)
+    assert learned_restorer(build_operator("sr4x", H, W), path).spec.still_ema == 0.95
+
+
 @pytest.mark.parametrize("kwargs", [{"correction_ema": 0.5}, {"residual": True, "correction_ema": 1.0}])
 def test_correction_ema_needs_the_residual_path_and_a_weight_below_one(kwargs):
     with pytest.raises(ValueError, match="correction_ema"):
