@@ -78,6 +78,8 @@ DIT_PRESETS: dict[str, DiTConfig] = {
     "tiny": DiTConfig(dim=48, depth=2, heads=2, ffn_dim=128),
     "small": DiTConfig(dim=192, depth=6, heads=3, ffn_dim=768),
     "small-p4": DiTConfig(dim=256, depth=8, heads=4, ffn_dim=1024, patch=(1, 4, 4)),
+    # the speed/quality frontier below the default's student: 0.42x its block FLOPs
+    "xsmall-p4": DiTConfig(dim=192, depth=6, heads=3, ffn_dim=768, patch=(1, 4, 4)),
     "base": DiTConfig(dim=512, depth=12, heads=8, ffn_dim=2048),
     "wan2.1-1.3b": DiTConfig(dim=1536, depth=30, heads=12, ffn_dim=8960, text_dim=4096),
 }

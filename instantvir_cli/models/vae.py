@@ -106,6 +106,9 @@ VAE_PRESETS: dict[str, VAEConfig] = {
                       depth_fusion=2, ista_iters=1, ista_depth=1),
     "small": VAEConfig(latent_channels=16, dim_low=32, dim_high=64, depth_band=1,
                        depth_fusion=1, ista_iters=1, ista_depth=1),
+    # the frontier below small: half its widths
+    "xsmall": VAEConfig(latent_channels=16, dim_low=16, dim_high=32, depth_band=1,
+                        depth_fusion=1, ista_iters=1, ista_depth=1),
     # lighter compression, same widths: 4x the latent tokens, or 2x the latent frames
     "small-4x4x4": VAEConfig(latent_channels=16, dim_low=32, dim_high=64, depth_band=1,
                              depth_fusion=1, ista_iters=1, ista_depth=1, patch_hw=2),

@@ -59,6 +59,7 @@ def test_preset_lookup_and_counts():
     counts = preset_param_counts()
     assert counts["wan2.1-1.3b"] == 1_418_996_800
     assert counts["tiny"] < counts["small"] < counts["base"] < counts["wan2.1-1.3b"]
+    assert counts["xsmall-p4"] < counts["small-p4"]
     assert build_dit("tiny", "meta").patch_embed.weight.is_meta
 
 

@@ -62,7 +62,7 @@ def test_lean16_has_the_published_parameter_count():
 
 def test_presets_are_ordered_by_size():
     n = {name: _param_count(cfg) for name, cfg in VAE_PRESETS.items()}
-    assert n["tiny"] < n["small"] < n["base"] < n["lean4"] / 10
+    assert n["tiny"] < n["xsmall"] < n["small"] < n["base"] < n["lean4"] / 10
     assert vae_config("small", latent_channels=32).latent_channels == 32
     with pytest.raises(ValueError, match="unknown VAE preset 'huge'.*lean16"):
         vae_config("huge")
