@@ -29,6 +29,7 @@ from instantvir_cli.models.lookup import find_checkpoint
 from instantvir_cli.paths import check_input_path
 from instantvir_cli.restore import RestoreOptions, resolve_operator, restore_video
 from instantvir_cli.restorer import restore_tensor
+from instantvir_cli.sidecar import Sidecar
 from instantvir_cli.video import (
     EncodeOptions,
     VideoReader,
@@ -230,7 +231,8 @@ def compare_dps(clean: Path, degraded: Path, task: str, opts: RestoreOptions, st
     T = 1 + 4 * ((y.shape[2] - 1) // 4)                      # DPS works on whole VAE clips
     y = y[:, :, :T].to(opts.device)
     x = _load_clip(clean)[:, :, :T].to(opts.device)
-    op, _ = resolve_operator(degraded, probe(degraded), RestoreOptions(task=task))
+    info = probe(degraded)
+    op, _ = resolve_operator(degraded, info, RestoreOptions(task=task), Sidecar.read(degraded, info))
     if opts.arch or opts.vae:
         r = random_restorer(op, opts.arch or "small-p4", opts.vae or "small", device=opts.device,
                             spec=opts.decode, precision="fp32")

@@ -109,13 +109,21 @@ def _box_count(n: int, k: int, like: Tensor) -> Tensor:
     return ((i + k // 2).clamp(max=n - 1) - (i - k // 2).clamp(min=0) + 1).to(like.dtype)
 
 
-def stillness(x0: Tensor, prev: Tensor) -> Tensor:
-    """s in (0, 1] per pixel, 1 where the estimate did not change: (B, C, H, W) x 2 -> (B, 1, H, W)."""
-    m = (x0 - prev).abs_().mean(1, keepdim=True).mul_(127.5)       # levels of 8-bit video
-    k, (H, W) = STILL_WINDOW, m.shape[-2:]
-    m = _box_sum(_box_sum(m, k, 3), k, 2)                           # the box's mean, inside the frame
-    m.div_(_box_count(H, k, m).view(H, 1)).div_(_box_count(W, k, m))
-    return m.div_(STILL_LEVELS).square_().neg_().exp_()
+def box_scale(H: int, W: int, like: Tensor) -> Tensor:
+    """(H, W): 1 / (8-bit levels x the pixels of each STILL_WINDOW box inside the frame), which turns
+    the box sums of |x0_t - x0_(t-1)| on [-1, 1] into their mean in levels; one per frame size."""
+    k = STILL_WINDOW
+    return (127.5 / (_box_count(H, k, like).view(H, 1) * _box_count(W, k, like))).div_(STILL_LEVELS)
+
+
+def stillness(x0: Tensor, prev: Tensor, scale: Tensor | None = None) -> Tensor:
+    """s in (0, 1] per pixel, 1 where the estimate did not change: (B, C, H, W) x 2 -> (B, 1, H, W).
+    `scale`: `box_scale` of the frame size, where the caller computes it once for many frames."""
+    m = (x0 - prev).abs_().mean(1, keepdim=True)
+    k = STILL_WINDOW
+    m = _box_sum(_box_sum(m, k, 3), k, 2)                           # the box's sum, inside the frame
+    m.mul_(box_scale(*m.shape[-2:], m) if scale is None else scale)   # its mean in levels / STILL_LEVELS
+    return m.square_().neg_().exp_()
 
 
 def smooth_change(change: Tensor, b: float, last: ChangeState | None = None, frames: int | None = None,
@@ -134,6 +142,7 @@ def smooth_change(change: Tensor, b: float, last: ChangeState | None = None, fra
     prev_c = None if last is None else last.change
     prev_x = None if last is None else last.estimate
     grad = torch.is_grad_enabled() and change.requires_grad
+    scale = box_scale(*change.shape[-2:], change) if adaptive else None
     out, tail = [], None
     for t in range(T):
         c = change[:, :, t]
@@ -141,7 +150,7 @@ def smooth_change(change: Tensor, b: float, last: ChangeState | None = None, fra
             w: float | Tensor = b
             if adaptive and prev_x is not None:
                 with torch.no_grad():
-                    w = stillness(x0[:, :, t], prev_x).mul_(still - b).add_(b)   # (B, 1, H, W)
+                    w = stillness(x0[:, :, t], prev_x, scale).mul_(still - b).add_(b)   # (B, 1, H, W)
             c = torch.lerp(c, prev_c, w) if grad else c.lerp_(prev_c, w)
         out.append(c)
         prev_c = c

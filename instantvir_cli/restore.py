@@ -89,21 +89,16 @@ class RestoreReport:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
-_READ = object()   # resolve_operator: read the sidecar itself
-
-
 def resolve_operator(
-    input_path: Path | None, info: VideoInfo, opts: RestoreOptions, warn: WarnFn | None = None,
-    sidecar: "Sidecar | None | object" = _READ,
+    input_path: Path | None, info: VideoInfo, opts: RestoreOptions, sidecar: Sidecar | None,
+    warn: WarnFn | None = None,
 ) -> tuple[Operator, "object | None"]:
     """The operator to undo on `input_path` and, for a per-frame mask video, its mask source.
 
     Order: the `--task`/`--mask` and operator options the user gave, then the sidecar
-    `IN.vir.json` (none for a stream: `input_path` None; `sidecar`: one already read), then defaults.
+    `IN.vir.json` as the caller read it (`Sidecar.read`; None for a stream or a file without one), then defaults.
     The operator acts on full-resolution frames, so for sr4x it is sized 4x the input.
     """
-    if sidecar is _READ:
-        sidecar = Sidecar.read(input_path, info) if input_path is not None else None   # values checked (sidecar.py)
     spec = dict(sidecar.operator) if sidecar else None
     task = opts.task or (spec or {}).get("task")
     if task is None:
@@ -226,7 +221,7 @@ def restore_video(
         sidecar = Sidecar.read(source.path, info) if source.is_file else None   # values checked (sidecar.py)
         if sidecar is not None:                       # the count vir degrade wrote: its gaps are the source's
             reader.declared_frames = sidecar.source.get("frames")
-        op, mask_source = resolve_operator(source.path if source.is_file else None, info, opts, warn, sidecar)
+        op, mask_source = resolve_operator(source.path if source.is_file else None, info, opts, sidecar, warn)
         out_h, out_w = op.signal_size(info.height, info.width)
         restorer = make_restorer(op, opts, warn)
         stack.enter_context(torch_threads(restorer.threads))
