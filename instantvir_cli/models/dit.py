@@ -173,7 +173,10 @@ class DiT(nn.Module):
         time and text MLPs N(0, 0.02), output Linear weight zero. Wan draws the block and head
         modulation from N(0, 1/D); here they and `time_proj` are zero (DiT's adaLN-Zero), so
         each block starts as the identity and v starts at 0. Loaded weights replace all of it.
+        On the meta device (shapes only) nothing is drawn: normal_'s meta kernel imports torch._dynamo.
         """
+        if self.patch_embed.weight.is_meta:
+            return
         xavier_linear_(self)
         nn.init.xavier_uniform_(self.patch_embed.weight.view(self.config.dim, -1))
         nn.init.zeros_(self.patch_embed.bias)

@@ -399,6 +399,8 @@ class LeanVAE(nn.Module):
 
     def initialize_weights(self):
         # the published training init: truncated-normal linears, Xavier convs, Gaussian phi, Q = phi^T
+        if self.bottleneck.phi.is_meta:   # shapes only (a header check): the meta kernel of
+            return                        # normal_ imports torch._dynamo, 1.5 s
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)

@@ -323,3 +323,34 @@ def test_checkpoint_with_an_unknown_initial_estimate_is_refused(tmp_path):
     path = save_tiny_checkpoint(tmp_path / "m.safetensors", init="magic")
     with pytest.raises(CheckpointError, match=r"tasks\.\w+\.init: expected one of operator, classical, fast, got .magic."):
         learned_restorer(build_operator("inpaint", H, W), path)
+
+
+def test_building_the_restorer_leaves_the_compiler_unloaded(tmp_path):
+    """The header check builds the models on the meta device; drawing random weights there runs
+    normal_'s meta kernel, which imports torch._dynamo (about a second of start-up per restore)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "tiny.safetensors"
+    save_tiny_checkpoint(path, tasks=("sr4x",))
+    code = (
+        "import sys\n"
+        "from instantvir_cli.learned import learned_restorer\n"
+        "from instantvir_cli.ops import build_operator\n"
+        f"learned_restorer(build_operator('sr4x', 32, 48), {str(path)!r})\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_models_built_on_the_meta_device_have_the_shapes_of_real_ones():
+    from instantvir_cli.models.vae import LeanVAE, vae_config
+
+    real = LeanVAE(vae_config("tiny"))
+    with torch.device("meta"):
+        meta = LeanVAE(vae_config("tiny"))
+    assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
+    assert all(v.is_meta for v in meta.state_dict().values())
+    assert real.bottleneck.phi.std() > 0                          # the real one still draws its init
+    torch.testing.assert_close(real.bottleneck.Q, real.bottleneck.phi.t())
