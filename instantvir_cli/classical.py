@@ -110,7 +110,7 @@ class FrameRestorer:
         if y.shape[2] == 0:
             H, W = self.op.signal_size(*y.shape[-2:])
             return y.new_zeros(y.shape[0], y.shape[1], 0, H, W)
-        x = self._restore_in_steps(y).clamp(-1, 1)
+        x = self._restore_in_steps(y).clamp_(-1, 1)   # a fresh tensor (joined frames): clamped in place
         self._empty = x.new_zeros(x.shape[0], x.shape[1], 0, x.shape[3], x.shape[4])
         return x
 

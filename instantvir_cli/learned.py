@@ -88,6 +88,11 @@ def operator_norm_sq(op: Operator, shape: tuple[int, ...], device: torch.device,
     return lam
 
 
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The (B, C, T, H, W) blocks of `parts` joined in time; a lone block as it is (no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+
+
 class DataConsistency:
     """Pull a restored block towards the measurement: exact for inpainting, gradient steps otherwise.
 
@@ -116,13 +121,13 @@ class DataConsistency:
         if key not in self._lipschitz:
             self._lipschitz[key] = operator_norm_sq(op, (1, 1, 1, *x.shape[-2:]), x.device)
         step = 1.0 / self._lipschitz[key]
-        frames = []
+        out = torch.empty_like(x)        # each frame's last step is written into its slot: no join
         for t in range(x.shape[2]):
             xt, yt = x[:, :, t:t + 1], y[:, :, t:t + 1]
-            for _ in range(self.steps):
-                xt = xt - step * op.AT(op.A(xt) - yt)
-            frames.append(xt)
-        return torch.cat(frames, 2)
+            for i in range(self.steps):
+                g = step * op.AT(op.A(xt) - yt)
+                xt = torch.sub(xt, g, out=out[:, :, t:t + 1]) if i == self.steps - 1 else xt - g
+        return out
 
 
 class InstantViRRestorer:
@@ -187,11 +192,11 @@ class InstantViRRestorer:
 
     def _take(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The first n held frames: y, x0 and the keep-mask (None unless inpainting)."""
-        y, x0 = torch.cat(self._y, 2), torch.cat(self._x0, 2)
+        y, x0 = _joined(self._y), _joined(self._x0)
         self._y, self._x0 = [y[:, :, n:]], [x0[:, :, n:]]
         m = None
         if self._m:
-            m = torch.cat(self._m, 2)
+            m = _joined(self._m)
             self._m, m = [m[:, :, n:]], m[:, :, :n]
         self._held -= n
         return y[:, :, :n], x0[:, :, :n], m
@@ -279,7 +284,7 @@ class InstantViRRestorer:
             self._m.append(m.expand(1, 1, y.shape[2], *m.shape[-2:]))
         self._held += y.shape[2]
         out = self._restore_blocks()
-        return torch.cat(out, 2) if out else self._empty(y)
+        return _joined(out) if out else self._empty(y)
 
     def flush(self) -> torch.Tensor:
         """Restore the frames still held (padded to the VAE's chunk size, cropped back)."""
