@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -9,6 +12,7 @@ from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import CheckpointError, UsageError
 from instantvir_cli.learned import InstantViRRestorer, learned_restorer, random_restorer
 from instantvir_cli.ops import build_operator
+from instantvir_cli.models.vae import LeanVAE, vae_config
 from tests.model_fixtures import save_tiny_checkpoint, tiny_models
 
 H, W = 32, 48
@@ -328,9 +332,6 @@ def test_checkpoint_with_an_unknown_initial_estimate_is_refused(tmp_path):
 def test_building_the_restorer_leaves_the_compiler_unloaded(tmp_path):
     """The header check builds the models on the meta device; drawing random weights there runs
     normal_'s meta kernel, which imports torch._dynamo (about a second of start-up per restore)."""
-    import subprocess
-    import sys
-
     path = tmp_path / "tiny.safetensors"
     save_tiny_checkpoint(path, tasks=("sr4x",))
     code = (
@@ -345,8 +346,6 @@ def test_building_the_restorer_leaves_the_compiler_unloaded(tmp_path):
 
 
 def test_models_built_on_the_meta_device_have_the_shapes_of_real_ones():
-    from instantvir_cli.models.vae import LeanVAE, vae_config
-
     real = LeanVAE(vae_config("tiny"))
     with torch.device("meta"):
         meta = LeanVAE(vae_config("tiny"))
