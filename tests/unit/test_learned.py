@@ -11,8 +11,8 @@ import torch
 from instantvir_cli.decoding import DecodeSpec
 from instantvir_cli.errors import CheckpointError, UsageError
 from instantvir_cli.learned import InstantViRRestorer, learned_restorer, random_restorer
-from instantvir_cli.ops import build_operator
 from instantvir_cli.models.vae import LeanVAE, vae_config
+from instantvir_cli.ops import build_operator
 from tests.model_fixtures import save_tiny_checkpoint, tiny_models
 
 H, W = 32, 48
